@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Keep the AiiDA configuration (profiles, SQLite database, daemon files) inside the checkout.
+export AIIDA_PATH := $(CURDIR)/.aiida
+DEMO_PROFILE := lifdiff-demo
+
+.PHONY: demo test lint venv clean-demo
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# pip 23.2 ignores extras such as aiida-core[atomic_tools]: upgrade it first.
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[tests]'
+	@touch $@
+
+demo: venv
+	@if ! $(BIN)/verdi profile show $(DEMO_PROFILE) >/dev/null 2>&1; then \
+		$(BIN)/verdi presto --profile-name $(DEMO_PROFILE) --use-zeromq; fi
+	$(BIN)/aiida-lifdiff -p $(DEMO_PROFILE) setup localhost
+	$(BIN)/aiida-lifdiff -p $(DEMO_PROFILE) run workchains/demo.yaml --output results/demo
+
+test: venv
+	$(BIN)/python -m pytest -v -rs
+
+lint: venv
+	$(BIN)/ruff check aiida_lifdiff tests benchmarks
+
+clean-demo:
+	-AIIDA_PATH=$(AIIDA_PATH) $(BIN)/verdi -p $(DEMO_PROFILE) daemon stop
+	rm -rf .aiida results/demo

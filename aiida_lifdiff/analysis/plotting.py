@@ -1,0 +1,138 @@
+"""PNG figures for the Arrhenius fit and MSD curves (headless: Agg backend)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .arrhenius import ArrheniusResult, arrhenius_extrapolate
+
+__all__ = ["plot_arrhenius", "plot_msd"]
+
+
+def _pyplot():
+    import matplotlib
+
+    # Selected at call time, not import time, so importing the package never changes the backend of an
+    # interactive session; Agg works on compute nodes and daemons without a display.
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_arrhenius(
+    result: ArrheniusResult,
+    path: str | os.PathLike[str],
+    title: str = "",
+    extra_points: Sequence[tuple[float, float, float, str]] | None = None,
+) -> Path:
+    """Arrhenius plot: D (log scale) versus 1000/T with error bars and the fitted line.
+
+    Args:
+        result: the fit to draw; its points are drawn filled.
+        path: output PNG file.
+        title: figure title.
+        extra_points: ``(T_K, D, D_err, label)`` for temperatures left out of the fit (e.g. not
+            diffusive), drawn hollow; D in the unit of the fit.
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    temps = np.asarray(result.temperatures_K, dtype=float)
+    d = np.asarray(result.D_cm2_s, dtype=float)
+    d_err = np.asarray(result.D_err_cm2_s, dtype=float)
+    extras = list(extra_points or [])
+
+    all_t = np.concatenate([temps, [float(p[0]) for p in extras]])
+    t_line = np.linspace(all_t.min() * 0.97, all_t.max() * 1.03, 200)
+    d_line, d_line_err = arrhenius_extrapolate(result, t_line)
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    try:
+        ax.errorbar(1000.0 / temps, d, yerr=d_err, fmt="o", color="C0", capsize=3, label="MD (fitted)")
+        fit_label = f"fit: $E_a$ = {result.Ea_eV:.3f} $\\pm$ {result.Ea_err_eV:.3f} eV"
+        ax.plot(1000.0 / t_line, d_line, "-", color="C1", label=fit_label)
+        ax.fill_between(
+            1000.0 / t_line, d_line - d_line_err, d_line + d_line_err, color="C1", alpha=0.2, lw=0
+        )
+        for i, (t_k, d_k, err_k, label) in enumerate(extras):
+            ax.errorbar(
+                [1000.0 / float(t_k)],
+                [float(d_k)],
+                yerr=[float(err_k)],
+                fmt="o",
+                mfc="none",
+                color=f"C{2 + i % 7}",
+                capsize=3,
+                label=str(label),
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("1000 / T (1/K)")
+        ax.set_ylabel("D (cm$^2$/s)")
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        out = Path(path)
+        fig.savefig(out, dpi=150)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def plot_msd(
+    lag_times_ps: np.ndarray,
+    msd: np.ndarray,
+    msd_err: np.ndarray,
+    fit_window_ps: tuple[float, float],
+    D: float,
+    path: str | os.PathLike[str],
+    title: str = "",
+) -> Path:
+    """MSD versus lag time with its error band, the fit window and the line of slope 6 D.
+
+    Args:
+        lag_times_ps: lags in ps.
+        msd: MSD in A^2.
+        msd_err: standard error of the MSD in A^2.
+        fit_window_ps: ``(start, end)`` of the fitted lag range in ps.
+        D: diffusivity in A^2/ps; the line's intercept is chosen to match the MSD in the window.
+        path: output PNG file.
+        title: figure title.
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    t = np.asarray(lag_times_ps, dtype=float)
+    y = np.asarray(msd, dtype=float)
+    y_err = np.asarray(msd_err, dtype=float)
+    lo, hi = (float(v) for v in fit_window_ps)
+    window = (t >= lo) & (t <= hi)
+    # The estimator fits slope and offset per block; with the slope fixed, the least-squares offset
+    # is the mean residual, which puts the line where the data are.
+    offset = float(np.mean(y[window] - 6.0 * D * t[window])) if np.any(window) else 0.0
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    try:
+        ax.plot(t, y, color="C0", label="MSD")
+        ax.fill_between(t, y - y_err, y + y_err, color="C0", alpha=0.25, lw=0)
+        ax.axvspan(lo, hi, color="0.85", zorder=0, label="fit window")
+        t_fit = np.linspace(lo, hi, 50)
+        ax.plot(t_fit, 6.0 * D * t_fit + offset, "--", color="C1", label=f"6Dt, D = {D:.3g} A$^2$/ps")
+        ax.set_xlabel("lag time (ps)")
+        ax.set_ylabel("MSD (A$^2$)")
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        out = Path(path)
+        fig.savefig(out, dpi=150)
+    finally:
+        plt.close(fig)
+    return out

@@ -1,0 +1,256 @@
+"""``aiida-lifdiff``: run, submit and inspect diffusion studies. Builds builders and prints; nothing else."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from aiida_lifdiff.study import StudyError, build_builder, load_study
+
+
+def _load_profile(profile: str | None) -> None:
+    from aiida import load_profile
+    from aiida.common.exceptions import ConfigurationError, ProfileConfigurationError
+
+    try:
+        load_profile(profile, allow_switch=True)
+    except (ConfigurationError, ProfileConfigurationError, ValueError) as exception:
+        hint = "run `make demo` (creates a local SQLite profile) or `verdi presto`, or pass --profile NAME"
+        message = f"cannot load AiiDA profile {profile or '(default)'}: {exception}. {hint}"
+        raise click.ClickException(message) from exception
+
+
+def _study_builder(path: str):
+    try:
+        study = load_study(path)
+        return study, build_builder(study)
+    except StudyError as exception:
+        raise click.ClickException(str(exception)) from exception
+
+
+@click.group()
+@click.option("-p", "--profile", default=None, help="AiiDA profile to use (default: the default profile).")
+@click.pass_context
+def cli(ctx: click.Context, profile: str | None) -> None:
+    """Li diffusion in LiF with classical and machine-learned potentials, on AiiDA."""
+    ctx.obj = {"profile": profile}
+
+
+@cli.command()
+@click.argument("study_file", type=click.Path(dir_okay=False))
+def validate(study_file: str) -> None:
+    """Check a study YAML without touching any database."""
+    try:
+        study = load_study(study_file)
+    except StudyError as exception:
+        raise click.ClickException(str(exception)) from exception
+    click.echo(f"{study.path}: valid study '{study.name}' (protocol {study.protocol})")
+
+
+@cli.group()
+def setup() -> None:
+    """Create the computers and codes a study needs (idempotent)."""
+
+
+@setup.command("localhost")
+@click.option("--label", default="lammps", show_default=True, help="Label of the LAMMPS code.")
+@click.pass_context
+def setup_localhost(ctx: click.Context, label: str) -> None:
+    """The localhost computer (direct scheduler) and the LAMMPS code of this environment."""
+    _load_profile(ctx.obj["profile"])
+    from aiida_lifdiff.codes import ensure_lammps_code, ensure_localhost_computer
+
+    computer = ensure_localhost_computer()
+    code = ensure_lammps_code(computer, label=label)
+    click.echo(f"computer {computer.label!r} and code {code.full_label!r} (pk {code.pk}) are ready")
+
+
+def _print_study(node, output: Path | None) -> None:
+    from tabulate import tabulate
+
+    from aiida_lifdiff.queries import diffusivity_table
+
+    if "diffusivity" not in node.outputs:
+        click.echo(
+            f"{node.process_label}<{node.pk}> has no diffusivity output (exit status {node.exit_status})"
+        )
+        return
+    rows = diffusivity_table(node)
+    table = []
+    for row in rows:
+        cells = [f"{row['T_K']:.0f}", row["replicas"], f"{row['production_ps']:.0f}"]
+        for mode in ("collective", "tracer"):
+            if f"D_{mode}_cm2_s" in row:
+                flag = "" if row[f"{mode}_diffusive"] else " (not diffusive)"
+                cells.append(f"{row[f'D_{mode}_cm2_s']:.3e} +- {row[f'D_{mode}_err_cm2_s']:.1e}{flag}")
+        table.append(cells)
+    click.echo(
+        tabulate(
+            table, headers=["T (K)", "replicas", "ps each", "D per defect (cm2/s)", "D tracer Li (cm2/s)"]
+        )
+    )
+    if "arrhenius" in node.outputs:
+        arrhenius = node.outputs.arrhenius.get_dict()
+        for mode in ("collective", "tracer"):
+            record = arrhenius.get(mode)
+            if record is None:
+                continue
+            name = "per-defect" if mode == "collective" else "tracer"
+            if record["fit_ok"]:
+                click.echo(
+                    f"Ea ({name}) = {record['Ea_eV']:.3f} +- {record['Ea_err_eV']:.3f} eV, "
+                    f"D0 = {record['D0_cm2_s']:.2e} +- {record['D0_err_cm2_s']:.1e} cm2/s, "
+                    f"chi2/dof = {record['chi2_dof']:.2f}, D(300 K) = {record['D300_cm2_s']:.2e} "
+                    f"+- {record['D300_err_cm2_s']:.1e} cm2/s"
+                )
+            else:
+                click.echo(f"Ea ({name}): no fit: {record['reason']}")
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        csv_path = output / f"diffusion-{node.pk}.csv"
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        click.echo(f"table: {csv_path}")
+        if "arrhenius_plot" in node.outputs:
+            png_path = output / f"arrhenius-{node.pk}.png"
+            png_path.write_bytes(node.outputs.arrhenius_plot.get_content(mode="rb"))
+            click.echo(f"plot: {png_path}")
+        if "arrhenius" in node.outputs:
+            json_path = output / f"arrhenius-{node.pk}.json"
+            json_path.write_text(json.dumps(node.outputs.arrhenius.get_dict(), indent=2))
+            click.echo(f"fit: {json_path}")
+
+
+@cli.command()
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Folder for the CSV table, the JSON fit and the Arrhenius plot.",
+)
+@click.pass_context
+def run(ctx: click.Context, study_file: str, output: Path) -> None:
+    """Run a study in this process (no daemon needed), printing progress as it goes."""
+    _load_profile(ctx.obj["profile"])
+    from aiida.engine import run_get_node
+
+    study, builder = _study_builder(study_file)
+    click.echo(f"running study '{study.name}' ({study.protocol} protocol) ...")
+    _, node = run_get_node(builder)
+    click.echo(
+        f"{node.process_label}<{node.pk}> finished with exit status {node.exit_status}"
+        + (f": {node.exit_message}" if node.exit_message else "")
+    )
+    _print_study(node, output)
+    if not node.is_finished_ok:
+        sys.exit(node.exit_status or 1)
+
+
+@cli.command()
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.pass_context
+def submit(ctx: click.Context, study_file: str) -> None:
+    """Submit a study to the daemon."""
+    _load_profile(ctx.obj["profile"])
+    from aiida.engine import submit as submit_process
+    from aiida.engine.daemon.client import get_daemon_client
+
+    study, builder = _study_builder(study_file)
+    node = submit_process(builder)
+    click.echo(f"submitted study '{study.name}' as {node.process_label}<{node.pk}> (uuid {node.uuid})")
+    if not get_daemon_client().is_daemon_running:
+        click.echo("warning: the daemon is not running; start it with `verdi daemon start`", err=True)
+
+
+@cli.command()
+@click.option(
+    "--kind", "potential_kind", default=None, help="Only potentials of this kind (classical, mace, deepmd)."
+)
+@click.option("--label", default=None, help="Only studies whose label contains this text.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+)
+@click.pass_context
+def results(ctx: click.Context, potential_kind: str | None, label: str | None, fmt: str) -> None:
+    """Every stored Arrhenius result with its potential and node UUIDs."""
+    _load_profile(ctx.obj["profile"])
+    from tabulate import tabulate
+
+    from aiida_lifdiff.queries import arrhenius_results
+
+    rows = arrhenius_results(potential_kind=potential_kind, label=label)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        if rows:
+            writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    elif not rows:
+        click.echo("no Arrhenius results in this profile")
+    else:
+        shown = [
+            [
+                r["pk"],
+                r["study"],
+                r["potential"],
+                r["mode"],
+                r["T_K"],
+                "-" if r["Ea_eV"] is None else f"{r['Ea_eV']:.3f} +- {r['Ea_err_eV']:.3f}",
+                "-" if r["D300_cm2_s"] is None else f"{r['D300_cm2_s']:.2e}",
+                r["status"],
+                r["study_uuid"],
+            ]
+            for r in rows
+        ]
+        click.echo(
+            tabulate(
+                shown,
+                headers=[
+                    "PK",
+                    "study",
+                    "potential",
+                    "D",
+                    "T (K)",
+                    "Ea (eV)",
+                    "D300 (cm2/s)",
+                    "status",
+                    "UUID",
+                ],
+            )
+        )
+
+
+@cli.command()
+@click.argument("pk", type=int)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Folder for the CSV table, the JSON fit and the Arrhenius plot.",
+)
+@click.pass_context
+def show(ctx: click.Context, pk: int, output: Path) -> None:
+    """One study's D(T) table and Ea, writing its plot and tables into OUTPUT."""
+    _load_profile(ctx.obj["profile"])
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain
+
+    try:
+        node = orm.load_node(pk)
+    except NotExistent as exception:
+        raise click.ClickException(f"no node with pk {pk}") from exception
+    if node.process_class is not DiffusionWorkChain:
+        raise click.ClickException(f"node {pk} is a {node.__class__.__name__}, not a DiffusionWorkChain")
+    _print_study(node, output)

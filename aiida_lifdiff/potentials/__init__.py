@@ -1,0 +1,1 @@
+"""Interatomic potentials and how each engine uses them (no AiiDA imports)."""

@@ -1,0 +1,79 @@
+"""Calcfunction: Arrhenius fit of D(T) with its plot (thin layer over analysis)."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+from aiida import orm
+from aiida.engine import calcfunction
+
+from aiida_lifdiff.analysis import ArrheniusFitError
+from aiida_lifdiff.analysis import fit_arrhenius as fit_arrhenius_points
+from aiida_lifdiff.analysis.plotting import plot_arrhenius
+
+ARRHENIUS_PARAMETERS = {"primary_mode": "collective", "title": ""}
+
+
+@calcfunction
+def fit_arrhenius(parameters: orm.Dict, **diffusivities: orm.Dict) -> dict:
+    """Fit ln D = ln D0 - Ea/kT per mode over the temperatures with a diffusive regime.
+
+    Temperatures whose MSD shows no diffusive regime are listed as excluded, never fitted. A mode with
+    fewer than three usable temperatures gets ``fit_ok: False`` and the reason instead of an Ea.
+    """
+    settings = dict(ARRHENIUS_PARAMETERS)
+    settings.update(parameters.get_dict())
+    entries = sorted((d.get_dict() for d in diffusivities.values()), key=lambda d: d["temperature_K"])
+    modes = [m for m in ("collective", "tracer") if all(m in e for e in entries)]
+    if settings["primary_mode"] not in modes:
+        raise ValueError(f"primary_mode {settings['primary_mode']!r} not computed; available: {modes}")
+
+    output: dict = {"primary_mode": settings["primary_mode"], "units": {"Ea": "eV", "D": "cm^2/s"}}
+    fits = {}
+    for mode in modes:
+        used = [e for e in entries if e[mode]["diffusive"]]
+        excluded = [
+            {"temperature_K": e["temperature_K"], "reason": e[mode]["diagnosis"]}
+            for e in entries
+            if e not in used
+        ]
+        record: dict = {
+            "points": [
+                {
+                    "temperature_K": e["temperature_K"],
+                    "D_cm2_s": e[mode]["D_cm2_s"],
+                    "D_err_cm2_s": e[mode]["D_err_cm2_s"],
+                    "diffusive": e[mode]["diffusive"],
+                }
+                for e in entries
+            ],
+            "excluded": excluded,
+        }
+        try:
+            result = fit_arrhenius_points(
+                [e["temperature_K"] for e in used],
+                [e[mode]["D_cm2_s"] for e in used],
+                [e[mode]["D_err_cm2_s"] for e in used],
+            )
+        except ArrheniusFitError as exception:
+            record.update(fit_ok=False, reason=str(exception))
+        else:
+            record.update(fit_ok=True, **result.to_dict())
+            fits[mode] = result
+        output[mode] = record
+
+    outputs = {"arrhenius": orm.Dict(output)}
+    primary = fits.get(settings["primary_mode"])
+    if primary is not None:
+        excluded_points = [
+            (p["temperature_K"], p["D_cm2_s"], p["D_err_cm2_s"], "no diffusive regime (excluded)")
+            for p in output[settings["primary_mode"]]["points"]
+            if not p["diffusive"] and p["D_cm2_s"] > 0
+        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "arrhenius.png"
+            plot_arrhenius(primary, path, title=settings["title"], extra_points=excluded_points or None)
+            outputs["plot"] = orm.SinglefileData(io.BytesIO(path.read_bytes()), filename="arrhenius.png")
+    return outputs

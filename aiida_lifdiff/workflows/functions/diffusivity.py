@@ -1,0 +1,100 @@
+"""Calcfunction: D at one temperature from the trajectories of its replicas (thin layer over analysis)."""
+
+from __future__ import annotations
+
+import numpy as np
+from aiida import orm
+from aiida.engine import calcfunction
+
+from aiida_lifdiff.analysis import estimate_diffusivity
+
+DIFFUSIVITY_MODES = ("tracer", "collective")
+
+#: Defaults of the ``parameters`` of :func:`compute_diffusivity`.
+DIFFUSIVITY_PARAMETERS = {
+    "mobile_species": "Li",
+    "reference_species": "F",
+    "n_blocks": 5,
+    "fit_window": [0.1, 0.6],
+    "modes": list(DIFFUSIVITY_MODES),
+}
+
+_MODE_MEANING = {
+    "tracer": "Li tracer diffusivity: single-particle MSD averaged over all Li",
+    "collective": "per-defect diffusivity: MSD of the summed displacement of all Li (one interstitial)",
+}
+
+
+def validate_diffusivity_parameters(parameters: dict) -> str | None:
+    """Return a message if the analysis settings are unusable, else None."""
+    unknown = set(parameters) - set(DIFFUSIVITY_PARAMETERS)
+    if unknown:
+        return f"unknown analysis parameters {sorted(unknown)}; allowed: {sorted(DIFFUSIVITY_PARAMETERS)}"
+    modes = parameters.get("modes", DIFFUSIVITY_MODES)
+    if not modes or set(modes) - set(DIFFUSIVITY_MODES):
+        return f"modes must be a non-empty subset of {list(DIFFUSIVITY_MODES)}, got {modes}"
+    window = parameters.get("fit_window", DIFFUSIVITY_PARAMETERS["fit_window"])
+    if len(window) != 2 or not 0 <= window[0] < window[1] <= 1:
+        return f"fit_window must be [start, stop] fractions with 0 <= start < stop <= 1, got {window}"
+    if int(parameters.get("n_blocks", 1)) < 1:
+        return f"n_blocks must be >= 1, got {parameters['n_blocks']}"
+    return None
+
+
+@calcfunction
+def compute_diffusivity(parameters: orm.Dict, **trajectories: orm.TrajectoryData) -> dict:
+    """Li diffusivity (tracer and per-defect) with its standard error from replica trajectories at one T."""
+    settings = dict(DIFFUSIVITY_PARAMETERS)
+    settings.update(parameters.get_dict())
+    message = validate_diffusivity_parameters(settings)
+    if message:
+        raise ValueError(message)
+    if not trajectories:
+        raise ValueError("compute_diffusivity needs at least one trajectory")
+
+    ordered = [trajectories[key] for key in sorted(trajectories)]
+    temperatures = {round(t.base.attributes.get("temperature_K"), 6) for t in ordered}
+    if len(temperatures) != 1:
+        raise ValueError(f"all trajectories must share one temperature, got {sorted(temperatures)}")
+    times = ordered[0].get_times()
+    lengths = {len(t.get_times()) for t in ordered}
+    if len(lengths) != 1:
+        raise ValueError(f"replica trajectories differ in length: {sorted(lengths)} frames")
+    symbols = list(ordered[0].symbols)
+    mobile = [i for i, s in enumerate(symbols) if s == settings["mobile_species"]]
+    reference = [i for i, s in enumerate(symbols) if s == settings["reference_species"]] or None
+    positions = [t.get_positions() for t in ordered]
+
+    output = {
+        "temperature_K": float(temperatures.pop()),
+        "seeds": [t.base.attributes.get("seed") for t in ordered],
+        "n_replicas": len(ordered),
+        "mobile_species": settings["mobile_species"],
+        "drift_reference": settings["reference_species"] if reference else "all atoms",
+        "settings": settings,
+        "md": {
+            "timestep_fs": ordered[0].base.attributes.get("timestep_fs"),
+            "production_ps": float(times[-1] - times[0]),
+            "equilibration_ps": ordered[0].base.attributes.get("equilibration_ps"),
+            "frame_interval_ps": float(times[1] - times[0]) if len(times) > 1 else None,
+            "engine": ordered[0].base.attributes.get("engine"),
+        },
+    }
+    msd = orm.ArrayData()
+    for mode in settings["modes"]:
+        result = estimate_diffusivity(
+            positions,
+            times - times[0],
+            mobile_indices=mobile,
+            reference_indices=reference,
+            mode=mode,
+            n_blocks=int(settings["n_blocks"]),
+            fit_window=tuple(settings["fit_window"]),
+        )
+        entry = result.to_dict()
+        entry["meaning"] = _MODE_MEANING[mode]
+        output[mode] = entry
+        msd.set_array(f"{mode}_lag_time_ps", np.asarray(result.lag_times_ps))
+        msd.set_array(f"{mode}_msd_A2", np.asarray(result.msd_A2))
+        msd.set_array(f"{mode}_msd_err_A2", np.asarray(result.msd_err_A2))
+    return {"diffusivity": orm.Dict(output), "msd": msd}
