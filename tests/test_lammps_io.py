@@ -107,7 +107,9 @@ def simple_dump_parse(path: Path) -> dict[int, dict[str, np.ndarray]]:
 
 
 def test_potential_lines_follow_type_order():
-    lines = lammps_potential_lines(TOSI_FUMI_LIF, ["F", "Li"], cutoff=7.5, kspace="pppm", kspace_accuracy=1e-5)
+    lines = lammps_potential_lines(
+        TOSI_FUMI_LIF, ["F", "Li"], cutoff=7.5, kspace="pppm", kspace_accuracy=1e-5
+    )
     assert lines[0] == "pair_style born/coul/long 7.5"
     assert lines[-1] == "kspace_style pppm 1e-05"
     coeffs = {tuple(line.split()[1:3]): [float(v) for v in line.split()[3:8]] for line in lines[1:-1]}
@@ -161,7 +163,8 @@ def test_md_script_contents():
     assert "velocity all create 1000.0 12345 mom yes rot yes dist gaussian" in script
     assert "timer timeout 3600 every 100" in script
     assert f"restart 100 {RESTART_FILES[0]} {RESTART_FILES[1]}" in script
-    assert script.index("run 200") < script.index("reset_timestep 0") < script.index(f"dump traj all custom 10 {TRAJECTORY_FILE}")
+    dump_line = f"dump traj all custom 10 {TRAJECTORY_FILE}"
+    assert script.index("run 200") < script.index("reset_timestep 0") < script.index(dump_line)
     assert "id type xu yu zu" in script and "sort id" in script
     assert script.rstrip().endswith(f"write_restart {FINAL_RESTART_FILE}")
     continued = md_input_script(**md_kwargs(restart_from="old.restart"))
@@ -203,7 +206,9 @@ def test_write_data_file_round_trip(tmp_path):
     back = read_lammps_data(tmp_path / "s.data", atom_style="charge", Z_of_type={1: 3, 2: 9}, units="metal")
     assert back.get_chemical_symbols() == atoms.get_chemical_symbols()
     np.testing.assert_allclose(back.positions, atoms.positions, atol=1e-10)
-    np.testing.assert_allclose(back.get_initial_charges(), [1.0 if s == "Li" else -1.0 for s in atoms.symbols])
+    np.testing.assert_allclose(
+        back.get_initial_charges(), [1.0 if s == "Li" else -1.0 for s in atoms.symbols]
+    )
     with pytest.raises(ValueError, match="charges lack"):
         write_data_file(atoms, SPECIES, {"Li": 1.0})
     with pytest.raises(ValueError, match=r"not in species_order \['Li'\]"):
@@ -284,8 +289,7 @@ def test_scan_log_of_a_finished_run(md_run):
     assert report["last_step"] == 600 and report["target_step"] == 600
     assert report["error"] is None and not report["lost_atoms"] and not report["timeout"]
     assert "2025" in report["version"]
-    assert len(report["runs"]) == 3  # equilibration, production, write_restart's setup is no run
-    assert report["runs"][1]["n_steps"] == 200 and report["runs"][2]["n_steps"] == 600
+    assert [run["n_steps"] for run in report["runs"]] == [200, 600]  # equilibration, production
     assert report["steps_per_s"] > 10
     assert report["walltime_s"] >= 0
 
@@ -298,8 +302,9 @@ def test_timeout_and_restart_continuation(tmp_path):
     """A run stopped by `timer timeout`, continued twice: from its final restart and
     from the older periodic restart (standing in for a hard kill after that restart)."""
     n_steps, stride = 20000, 50
-    kwargs = md_kwargs(n_steps=n_steps, equilibration_steps=0, dump_stride=stride, thermo_stride=stride,
-                       restart_stride=200)
+    kwargs = md_kwargs(
+        n_steps=n_steps, equilibration_steps=0, dump_stride=stride, thermo_stride=stride, restart_stride=200
+    )
     first = tmp_path / "first"
     first.mkdir()
     prepare(first)
@@ -322,12 +327,13 @@ def test_timeout_and_restart_continuation(tmp_path):
     for label, restart in (("final", FINAL_RESTART_FILE), ("older", older)):
         workdir = tmp_path / label
         workdir.mkdir()
-        shutil.copy(first / restart, workdir / restart)
-        run_lammps(workdir, md_input_script(**kwargs, restart_from=restart))
+        # Staged under another name: the continuation writes its own final.restart.
+        shutil.copy(first / restart, workdir / "previous.restart")
+        start = read_restart_timestep(workdir / "previous.restart")
+        run_lammps(workdir, md_input_script(**kwargs, restart_from="previous.restart"))
         cont_report = scan_log((workdir / LOG_FILE).read_text())
         assert cont_report["completed"] and cont_report["last_step"] == n_steps, cont_report
         steps_b, pos_b, _, _ = read_dump(workdir / TRAJECTORY_FILE)
-        start = read_restart_timestep(workdir / restart)
         assert steps_b[0] > start and steps_b[0] - start <= stride  # restart frame not repeated
         assert steps_b[-1] == n_steps
         thermo_b = read_thermo(workdir / THERMO_FILE)
@@ -335,10 +341,14 @@ def test_timeout_and_restart_continuation(tmp_path):
 
         steps, positions = join_segments([(steps_a, pos_a), (steps_b, pos_b)])
         np.testing.assert_array_equal(steps, np.arange(0, n_steps + 1, stride))  # no duplicate, none missing
-        t_steps, _ = join_segments([(thermo_a["step"], thermo_a["temp_K"]), (thermo_b["step"], thermo_b["temp_K"])])
+        t_steps, _ = join_segments(
+            [(thermo_a["step"], thermo_a["temp_K"]), (thermo_b["step"], thermo_b["temp_K"])]
+        )
         np.testing.assert_array_equal(t_steps, np.arange(0, n_steps + 1, stride))
-        # Unwrapped coordinates stay continuous across the joint (image flags are restored).
-        assert np.abs(np.diff(positions, axis=0)).max() < 1.5
+        # Unwrapped coordinates stay continuous across the joint (image flags are restored):
+        # a lost image flag would show as a jump of a box length (8.06 A); a 50 fs step
+        # moves atoms by up to ~2 A (an interstitialcy hop).
+        assert np.abs(np.diff(positions, axis=0)).max() < 4.0
         segments[label] = (steps_b, pos_b)
 
     # The continuation from the older restart re-runs steps the first segment had already
@@ -383,6 +393,8 @@ def test_read_dump_drops_truncated_frame_and_refuses_unsorted():
         read_dump(text.replace("xu yu zu", "x y z"))
     with pytest.raises(ValueError, match="not a LAMMPS text dump"):
         read_dump("hello\nworld\n")
+    with pytest.raises(ValueError, match="neither an existing file"):
+        read_dump("no/such/trajectory.dump")
 
 
 def test_join_segments_rules():
@@ -391,8 +403,10 @@ def test_join_segments_rules():
     steps, values = join_segments([a, b])
     np.testing.assert_array_equal(steps, [0, 10, 20, 30, 40, 50])
     np.testing.assert_array_equal(values, [0, 1, 2, 30, 40, 50])
-    with pytest.raises(ValueError, match="not strictly increasing"):
+    with pytest.raises(ValueError, match="out of order"):
         join_segments([b, a])
+    with pytest.raises(ValueError, match="not strictly increasing"):
+        join_segments([(np.array([0, 20, 10]), np.zeros(3))])
 
 
 def test_scan_log_errors_and_killed_runs():
@@ -412,7 +426,11 @@ def test_scan_log_errors_and_killed_runs():
     assert report["last_step"] == 100 and report["target_step"] == 1000
     assert not report["completed"] and not report["finished"]
 
-    killed = "\n".join(["LAMMPS (22 Jul 2025 - Update 2)", "run 50", "   Step   Temp", "   2000   1000", "   2010   999"])
+    killed = "\n".join(
+        ["LAMMPS (22 Jul 2025 - Update 2)", "run 50", "   Step   Temp", "   2000   1000", "   2010   999"]
+    )
     report = scan_log(killed)
     assert report["last_step"] == 2010 and report["target_step"] == 2050 and not report["completed"]
-    assert report["error"] is None and not report["lost_atoms"] and report["version"] == "22 Jul 2025 - Update 2"
+    assert (
+        report["error"] is None and not report["lost_atoms"] and report["version"] == "22 Jul 2025 - Update 2"
+    )

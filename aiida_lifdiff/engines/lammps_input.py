@@ -124,7 +124,12 @@ def _positive_int(name: str, value: object, minimum: int = 1) -> int:
 
 
 def _positive_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
@@ -165,7 +170,12 @@ def md_input_script(
 
     ``timeout_s``: ``timer timeout`` stops the run gracefully after this wall time
     (counted from the start of the input), checked every 100 steps; the final restart is
-    still written. ``seed`` must be in 1..900000000 (LAMMPS' limit).
+    still written. ``seed`` must be in 1..900000000 (LAMMPS' limit). ``chain_length`` is
+    the Nose-Hoover chain length; ``dump_decimals`` the digits after the decimal point of
+    the dumped coordinates (6: 1e-6 A, ~40 bytes per atom and frame).
+
+    Stage a restart under a name other than :data:`FINAL_RESTART_FILE`: the continuation
+    writes its own final restart at the end.
     """
     species = _check_species(species_order)
     if not potential_lines:
@@ -208,7 +218,8 @@ def md_input_script(
         "neigh_modify every 1 delay 0 check yes",
         f"timestep {timestep_ps!r}",
         "thermo_style custom step time temp pe etotal press econserve",
-        f"thermo {max(thermo_stride, 100)}",
+        # The log only needs progress lines; the data go to THERMO_FILE.
+        f"thermo {max(thermo_stride, 1000)}",
         "thermo_modify lost error norm no flush yes",
     ]
     nvt = (

@@ -26,13 +26,15 @@ _HEADER_LINES = 9  # TIMESTEP x2, NUMBER OF ATOMS x2, BOX BOUNDS x4, ATOMS heade
 
 
 def _text(path_or_text: str | os.PathLike) -> str:
-    """File content if given a path (or a str naming an existing file), else the str itself."""
+    """File content if given a path (or a one-line str naming a file), else the str itself."""
     if isinstance(path_or_text, os.PathLike):
         return Path(path_or_text).read_text()
-    if isinstance(path_or_text, str) and "\n" not in path_or_text and os.path.isfile(path_or_text):
-        return Path(path_or_text).read_text()
     if isinstance(path_or_text, str):
-        return path_or_text
+        if "\n" in path_or_text or not path_or_text.strip():
+            return path_or_text
+        if os.path.isfile(path_or_text):
+            return Path(path_or_text).read_text()
+        raise ValueError(f"{path_or_text!r} is neither an existing file nor the text of a LAMMPS output")
     raise ValueError(f"expected a path or the text of a file, got {type(path_or_text).__name__}")
 
 
@@ -107,11 +109,15 @@ def read_dump(
     bound_lines = [line for start in range(0, end, frame_len) for line in lines[start + 5 : start + 8]]
     bounds = np.loadtxt(bound_lines, dtype=float, ndmin=2)[:, :bounds_cols].reshape(n_frames, 3, bounds_cols)
     atom_lines = [
-        line for start in range(0, end, frame_len) for line in lines[start + _HEADER_LINES : start + frame_len]
+        line
+        for start in range(0, end, frame_len)
+        for line in lines[start + _HEADER_LINES : start + frame_len]
     ]
     usecols = [names.index(name) for name in wanted]
     # np.loadtxt's C parser dominates the cost (~2 s for 10^4 x 217 atoms); one call for all frames.
-    data = np.loadtxt(atom_lines, dtype=float, usecols=usecols, ndmin=2).reshape(n_frames, n_atoms, len(wanted))
+    data = np.loadtxt(atom_lines, dtype=float, usecols=usecols, ndmin=2).reshape(
+        n_frames, n_atoms, len(wanted)
+    )
     ids = data[:, :, 0]
     if not np.array_equal(ids, np.broadcast_to(np.arange(1, n_atoms + 1), ids.shape)):
         raise ValueError("dump atoms are not sorted by id 1..N in every frame (use 'dump_modify sort id')")
@@ -138,17 +144,21 @@ def join_segments(
         values = np.asarray(values)
         if len(steps) != len(values):
             raise ValueError(f"segment {index}: {len(steps)} timesteps but {len(values)} frames")
+        if np.any(np.diff(steps) <= 0):
+            raise ValueError(f"segment {index}: timesteps are not strictly increasing")
         keep = np.ones(len(steps), dtype=bool)
-        for later_steps, _ in segments[index + 1 :]:
-            if len(later_steps):
-                keep &= steps < np.asarray(later_steps)[0]
-                break
+        following = [np.asarray(later) for later, _ in segments[index + 1 :] if len(later)]
+        if following and len(steps):
+            next_first = following[0][0]
+            if next_first <= steps[0]:
+                raise ValueError(
+                    f"segment {index + 1} starts at step {next_first}, not after segment {index}'s "
+                    f"first step {steps[0]}: segments out of order?"
+                )
+            keep = steps < next_first
         steps_out.append(steps[keep])
         values_out.append(values[keep])
-    joined_steps = np.concatenate(steps_out)
-    if np.any(np.diff(joined_steps) <= 0):
-        raise ValueError("joined segments are not strictly increasing in timestep: segments out of order?")
-    return joined_steps, np.concatenate(values_out)
+    return np.concatenate(steps_out), np.concatenate(values_out)
 
 
 def read_thermo(path_or_text: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -196,7 +206,8 @@ def scan_log(text: str) -> dict:
 
     Returns a dict with: ``version``; ``runs`` (one dict per ``run``/``minimize`` loop:
     ``first_step``, ``last_step``, ``n_steps``, ``loop_time_s``, ``steps_per_s``);
-    ``last_step`` (last thermo step of the last run); ``target_step`` (the step the
+    ``last_step`` (the step reached: start + steps done from the loop summary, or the
+    last thermo line of a run cut short by an error or a kill); ``target_step`` (the step the
     last ``run`` command aimed at: N for ``run N upto``, start + N otherwise);
     ``completed`` (last_step reached target and LAMMPS exited normally); ``timeout``
     (stopped by ``timer timeout``); ``error`` (first ``ERROR`` line, or None);
@@ -243,6 +254,9 @@ def scan_log(text: str) -> dict:
             if message not in result["warnings"]:
                 result["warnings"].append(message)
             continue
+        if re.match(r"^\s*minimize\s", line):
+            pending_run, target = None, None
+            continue
         match = _RUN_RE.match(line)
         if match:
             pending_run = (int(match.group(1)), "upto" in match.group(2).split())
@@ -262,22 +276,26 @@ def scan_log(text: str) -> dict:
                         target = n if upto else step + n
                         pending_run = None
                 thermo_last = step
+                # Updated row by row so that a log cut short (error, kill) still says how far it got.
+                result["last_step"], result["target_step"] = step, target
                 continue
             in_thermo = False
         match = _LOOP_RE.match(stripped)
         if match:
             loop_time, n_steps = float(match.group(1)), int(match.group(3))
+            # A run stopped by the timer does not print a thermo line at its last step; the
+            # loop summary's step count is what was actually done.
+            last = thermo_first + n_steps if thermo_first is not None else thermo_last
+            result["last_step"] = last
             result["runs"].append(
                 {
                     "first_step": thermo_first,
-                    "last_step": thermo_last,
+                    "last_step": last,
                     "n_steps": n_steps,
                     "loop_time_s": loop_time,
                     "steps_per_s": n_steps / loop_time if loop_time > 0 else None,
                 }
             )
-            result["last_step"] = thermo_last
-            result["target_step"] = target
             continue
         match = _PERF_RE.search(stripped)
         if match and stripped.startswith("Performance:") and result["runs"]:
@@ -288,10 +306,6 @@ def scan_log(text: str) -> dict:
             hours, minutes, seconds = (int(value) for value in match.groups())
             result["walltime_s"] = 3600 * hours + 60 * minutes + seconds
             result["finished"] = True
-    if in_thermo and thermo_last is not None:
-        # The log ends inside a run (killed job): report how far it got.
-        result["last_step"] = thermo_last
-        result["target_step"] = target
     if result["runs"]:
         result["steps_per_s"] = result["runs"][-1]["steps_per_s"]
     result["completed"] = bool(

@@ -13,6 +13,9 @@ from aiida_lifdiff.analysis import ArrheniusFitError
 from aiida_lifdiff.analysis import fit_arrhenius as fit_arrhenius_points
 from aiida_lifdiff.analysis.plotting import plot_arrhenius
 
+#: Points an Arrhenius fit needs: two parameters plus one degree of freedom for chi^2.
+MIN_FIT_POINTS = 3
+
 ARRHENIUS_PARAMETERS = {"primary_mode": "collective", "title": ""}
 
 
@@ -51,6 +54,15 @@ def fit_arrhenius(parameters: orm.Dict, **diffusivities: orm.Dict) -> dict:
             ],
             "excluded": excluded,
         }
+        if len(used) < MIN_FIT_POINTS:
+            detail = "; ".join(f"{x['temperature_K']:.0f} K: {x['reason']}" for x in excluded)
+            record.update(
+                fit_ok=False,
+                reason=f"only {len(used)} of {len(entries)} temperatures show a diffusive regime, "
+                f"at least {MIN_FIT_POINTS} are needed (excluded: {detail})",
+            )
+            output[mode] = record
+            continue
         try:
             result = fit_arrhenius_points(
                 [e["temperature_K"] for e in used],

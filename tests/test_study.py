@@ -1,0 +1,73 @@
+"""Study files and the CLI: bad input is refused with a clear message before anything is stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from aiida_lifdiff.cli.main import cli
+from aiida_lifdiff.study import StudyError, load_study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_demo_study_is_valid():
+    study = load_study(REPO / "workchains" / "demo.yaml")
+    assert study.protocol == "quick"
+    assert len(study.inputs["temperatures_K"]) >= 3
+    assert study.inputs["supercell"]["repeat"] == 2
+
+
+def test_overrides_merge_into_the_protocol(tmp_path):
+    study = load_study(write(tmp_path, "potential: {kind: classical}\nmd: {production_ps: 10}\n"))
+    assert study.inputs["md_settings"]["production_ps"] == 10
+    assert study.inputs["md_settings"]["timestep_fs"] == 1.0  # kept from the protocol
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("potential: {kind: classical}\ntemperature: [1, 2, 3]\n", r"unknown key\(s\) \['temperature'\]"),
+        ("potential: {kind: classical}\ntemperatures_K: [800, 900]\n", "at least 3 distinct temperatures"),
+        ("potential: {kind: classical}\ntemperatures_K: [800, 900, 900]\n", "at least 3 distinct temperatures"),
+        ("potential: {kind: classical}\ntemperatures_K: [800, 900, -5]\n", "must all be > 0 K"),
+        ("name: x\n", "'potential' with a 'kind' is required"),
+        ("potential: {kind: classical, modle: x}\n", r"potential: unknown key\(s\) \['modle'\]"),
+        ("potential: {kind: classical}\nstructure: {repeat: 0}\n", "repeat entries must be integers >= 1"),
+        ("potential: {kind: classical}\nstructure: {lattice_constant: -4}\n", "positive number"),
+        ("potential: {kind: classical}\nstructure: {interstitial_site: octa}\n", "unknown interstitial_site"),
+        ("potential: {kind: classical}\nmd: {production_ps: 0.0105}\n", "whole number"),
+        ("potential: {kind: classical}\nmd: {timestep_fs: 0}\n", "timestep_fs must be > 0"),
+        ("potential: {kind: classical}\nseeds: [1, 1]\n", "seeds must be distinct"),
+        ("potential: {kind: classical}\nanalysis: {fit_window: [0.5, 0.2]}\n", "fit_window"),
+        ("potential: {kind: classical}\nprotocol: fast\n", "unknown protocol 'fast'"),
+        ("potential: {kind: mace}\n", "not supported yet"),
+        ("potential: [kind, classical\n", "not valid YAML"),
+        ("- a\n- b\n", "a study is a mapping"),
+    ],
+)
+def test_bad_studies_are_refused(tmp_path, text, message):
+    with pytest.raises(StudyError, match=message):
+        load_study(write(tmp_path, text))
+
+
+def test_cli_validate_reports_the_error(tmp_path):
+    result = CliRunner().invoke(cli, ["validate", str(write(tmp_path, "potential: {kind: classical}\nfoo: 1\n"))])
+    assert result.exit_code == 1
+    assert "unknown key(s) ['foo']" in result.output
+
+
+def test_cli_missing_profile_gives_a_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIIDA_PATH", str(tmp_path))
+    result = CliRunner().invoke(cli, ["-p", "no-such-profile", "results"])
+    assert result.exit_code == 1
+    assert "cannot load AiiDA profile no-such-profile" in result.output
+    assert "make demo" in result.output
