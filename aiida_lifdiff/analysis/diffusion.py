@@ -48,6 +48,8 @@ class DiffusivityResult:
     fit_window_ps: tuple[float, float]
     error_method: str
     loglog_slope: float
+    excess_loglog_slope: float
+    plateau_A2: float
     diffusive: bool
     diagnosis: str
     lag_times_ps: np.ndarray = field(repr=False, compare=False)
@@ -69,6 +71,8 @@ class DiffusivityResult:
             "fit_window_ps": [float(self.fit_window_ps[0]), float(self.fit_window_ps[1])],
             "error_method": str(self.error_method),
             "loglog_slope": float(self.loglog_slope),
+            "excess_loglog_slope": float(self.excess_loglog_slope),
+            "plateau_A2": float(self.plateau_A2),
             "diffusive": bool(self.diffusive),
             "diagnosis": str(self.diagnosis),
             "block_D_A2_ps": [float(v) for v in np.asarray(self.block_D_A2_ps).ravel()],
@@ -133,23 +137,37 @@ def _loglog_slope(lags: np.ndarray, msd: np.ndarray) -> float:
     return float(np.polyfit(np.log(lags), np.log(msd), 1)[0])
 
 
+def _excess_over_plateau(lags: np.ndarray, msd: np.ndarray) -> tuple[np.ndarray, float]:
+    """MSD minus its vibrational plateau: the positive intercept of the straight-line fit in the window.
+
+    In a crystal every atom vibrates, so the MSD jumps within a fraction of a ps to a plateau of a few
+    0.1 A^2 per atom and only then grows linearly. When few atoms move (one interstitial among many Li),
+    that plateau dominates the MSD for a long time and the raw log-log exponent stays well below 1 even
+    though the growth above the plateau is perfectly linear. The exponent of the excess is the test of a
+    diffusive regime; a negative intercept is not a plateau and is not removed.
+    """
+    slope, intercept = np.polyfit(lags, msd, 1)
+    plateau = max(float(intercept), 0.0)
+    return msd - plateau, plateau
+
+
 def _diagnose(slope: float, d: float, d_err: float) -> tuple[bool, str]:
     problems = []
     lo, hi = LOGLOG_SLOPE_RANGE
     if not np.isfinite(slope):
         problems.append(
-            "MSD is not positive everywhere in the fit window, so no power law can be fitted "
-            "(atoms immobile or window too close to lag 0)"
+            "MSD does not rise above its vibrational plateau everywhere in the fit window, so no power law "
+            "can be fitted (atoms immobile, vibrating only, or window too close to lag 0)"
         )
     elif slope < lo:
         problems.append(
-            f"MSD grows as t^{slope:.2f} in the fit window (sub-diffusive/vibrational; expected exponent "
-            f"in [{lo}, {hi}]): no diffusive regime"
+            f"MSD above its plateau grows as t^{slope:.2f} in the fit window (sub-diffusive; expected "
+            f"exponent in [{lo}, {hi}]): no diffusive regime"
         )
     elif slope > hi:
         problems.append(
-            f"MSD grows as t^{slope:.2f} in the fit window (super-diffusive/ballistic; expected exponent "
-            f"in [{lo}, {hi}]): check for uncorrected drift or a too short trajectory"
+            f"MSD above its plateau grows as t^{slope:.2f} in the fit window (super-diffusive/ballistic; "
+            f"expected exponent in [{lo}, {hi}]): check for uncorrected drift or a too short trajectory"
         )
     if not d > 0:
         problems.append(f"fitted D = {d:.3g} A^2/ps is not positive")
@@ -182,7 +200,8 @@ def estimate_diffusivity(
         defect carried by those atoms, e.g. an interstitial).
 
     A non-diffusive run does not raise: ``diffusive`` is False and ``diagnosis`` says why (log-log
-    slope of the mean MSD outside [0.7, 1.3], D not positive, or D not above 2 sigma).
+    slope of the mean MSD above its vibrational plateau outside [0.7, 1.3], D not positive, or D not
+    above 2 sigma). ``loglog_slope`` is the raw exponent, kept for information.
 
     Args:
         trajectories: one unwrapped ``(n_frames, n_atoms, 3)`` array (Angstrom) per independent replica.
@@ -264,7 +283,9 @@ def estimate_diffusivity(
     msd_mean = msd_blocks.mean(axis=1)
     msd_err = msd_blocks.std(axis=1, ddof=1) / np.sqrt(n_samples)
     slope = _loglog_slope(lags[fit_mask], msd_mean[fit_mask])
-    diffusive, diagnosis = _diagnose(slope, d_mean, d_err)
+    excess, plateau = _excess_over_plateau(lags[fit_mask], msd_mean[fit_mask])
+    excess_slope = _loglog_slope(lags[fit_mask], excess)
+    diffusive, diagnosis = _diagnose(excess_slope, d_mean, d_err)
 
     window_ps = (float(lags[fit_mask][0]), float(lags[fit_mask][-1]))
     error_method = (
@@ -283,6 +304,8 @@ def estimate_diffusivity(
         fit_window_ps=window_ps,
         error_method=error_method,
         loglog_slope=slope,
+        excess_loglog_slope=excess_slope,
+        plateau_A2=plateau,
         diffusive=diffusive,
         diagnosis=diagnosis,
         lag_times_ps=lags,
