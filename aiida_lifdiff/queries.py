@@ -11,9 +11,7 @@ from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain
 def arrhenius_results(potential_kind: str | None = None, label: str | None = None) -> list[dict]:
     """One row per DiffusionWorkChain that produced an ``arrhenius`` output, newest first."""
     qb = orm.QueryBuilder()
-    qb.append(
-        DiffusionWorkChain, tag="study", project=["id", "uuid", "label", "ctime", "attributes.exit_status"]
-    )
+    qb.append(DiffusionWorkChain, tag="study", project=["id", "uuid", "label", "ctime", "attributes.exit_status"])
     potential_filters = {"attributes.kind": potential_kind} if potential_kind else {}
     qb.append(
         PotentialData,
@@ -22,9 +20,7 @@ def arrhenius_results(potential_kind: str | None = None, label: str | None = Non
         filters=potential_filters,
         project=["label", "attributes.kind", "uuid"],
     )
-    qb.append(
-        orm.Dict, with_incoming="study", edge_filters={"label": "arrhenius"}, project=["attributes", "uuid"]
-    )
+    qb.append(orm.Dict, with_incoming="study", edge_filters={"label": "arrhenius"}, project=["attributes", "uuid"])
     if label:
         qb.add_filter("study", {"label": {"like": f"%{label}%"}})
     qb.order_by({"study": {"ctime": "desc"}})

@@ -57,9 +57,7 @@ def _normalise_repeat(repeat: int | Sequence[int]) -> tuple[int, int, int]:
         except TypeError:
             raise ValueError(f"repeat must be an int >= 1 or three of them, got {repeat!r}") from None
         if len(values) != 3:
-            raise ValueError(
-                f"repeat must have exactly 3 entries (nx, ny, nz), got {len(values)}: {repeat!r}"
-            )
+            raise ValueError(f"repeat must have exactly 3 entries (nx, ny, nz), got {len(values)}: {repeat!r}")
     for value in values:
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"repeat entries must be integers >= 1, got {repeat!r}")

@@ -62,17 +62,13 @@ def load_study(path: str | Path) -> Study:
     except yaml.YAMLError as exception:
         raise StudyError(f"{path}: not valid YAML: {exception}") from exception
     if not isinstance(raw, dict):
-        raise StudyError(
-            f"{path}: a study is a mapping of keys ({', '.join(_TOP_KEYS)}), got {type(raw).__name__}"
-        )
+        raise StudyError(f"{path}: a study is a mapping of keys ({', '.join(_TOP_KEYS)}), got {type(raw).__name__}")
     _unknown(set(raw), _TOP_KEYS, str(path))
 
     protocols = load_protocols("diffusion")
     protocol = raw.get("protocol", protocols["default_protocol"])
     if protocol not in protocols["protocols"]:
-        raise StudyError(
-            f"{path}: unknown protocol {protocol!r}; available: {sorted(protocols['protocols'])}"
-        )
+        raise StudyError(f"{path}: unknown protocol {protocol!r}; available: {sorted(protocols['protocols'])}")
 
     potential = raw.get("potential")
     if not isinstance(potential, dict) or "kind" not in potential:
@@ -81,13 +77,9 @@ def load_study(path: str | Path) -> Study:
         )
     _unknown(set(potential), _POTENTIAL_KEYS, f"{path}: potential")
     if potential["kind"] != "classical":
-        raise StudyError(
-            f"{path}: potential kind {potential['kind']!r} is not supported yet (classical only)"
-        )
+        raise StudyError(f"{path}: potential kind {potential['kind']!r} is not supported yet (classical only)")
     if potential.get("model", BUILTIN_CLASSICAL[0]) not in BUILTIN_CLASSICAL:
-        raise StudyError(
-            f"{path}: unknown classical model {potential.get('model')!r}; known: {BUILTIN_CLASSICAL}"
-        )
+        raise StudyError(f"{path}: unknown classical model {potential.get('model')!r}; known: {BUILTIN_CLASSICAL}")
 
     structure = raw.get("structure", {}) or {}
     if not isinstance(structure, dict):

@@ -64,9 +64,7 @@ def speed(args: argparse.Namespace) -> None:
     for repeat in (2, 3):
         atoms = build_lif_supercell(repeat)
         for kspace in ("ewald", "pppm"):
-            lines = lammps_potential_lines(
-                TOSI_FUMI_LIF, SPECIES, kspace=kspace, kspace_accuracy=args.accuracy
-            )
+            lines = lammps_potential_lines(TOSI_FUMI_LIF, SPECIES, kspace=kspace, kspace_accuracy=args.accuracy)
             with tempfile.TemporaryDirectory() as tmp:
                 report, _ = run_md(
                     Path(tmp),
@@ -191,16 +189,11 @@ def sites(args: argparse.Namespace) -> None:
         line = [x for x in out.splitlines() if x.startswith("SITE_E")][-1]
         energies[site] = float(line.split()[1])
         print(f"{site:>12}: E = {energies[site]:.4f} eV, fmax = {line.split()[2]} eV/A")
-    print(
-        "face - tetrahedral (direct-hop barrier estimate): "
-        f"{energies['face'] - energies['tetrahedral']:.3f} eV"
-    )
+    print(f"face - tetrahedral (direct-hop barrier estimate): {energies['face'] - energies['tetrahedral']:.3f} eV")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_speed = sub.add_parser("speed")
     p_speed.add_argument("--steps", type=int, default=2000)

@@ -144,15 +144,18 @@ def test_one_mover_among_many_vibrating_atoms_is_diffusive():
     for _ in range(2):
         steps = rng.normal(scale=np.sqrt(2 * d_hopper * DT), size=(n_frames, 1, 3))
         steps[0] = 0
-        positions = np.broadcast_to(rng.uniform(0, 10, size=(1, n_mobile + N_FRAMEWORK, 3)),
-                                    (n_frames, n_mobile + N_FRAMEWORK, 3)).copy()
+        positions = np.broadcast_to(
+            rng.uniform(0, 10, size=(1, n_mobile + N_FRAMEWORK, 3)), (n_frames, n_mobile + N_FRAMEWORK, 3)
+        ).copy()
         positions[:, :1] += np.cumsum(steps, axis=0)
         positions[:, :n_mobile] += _vibrations(rng, n_frames, n_mobile)
         trajs.append(positions)
     framework = list(range(n_mobile, n_mobile + N_FRAMEWORK))
     res = estimate_diffusivity(trajs, t, list(range(n_mobile)), framework, n_blocks=5)
-    print(f"raw exponent {res.loglog_slope:.2f}, above plateau {res.excess_loglog_slope:.2f}, "
-          f"plateau {res.plateau_A2:.3f} A^2, D = {res.D_A2_ps:.4f} +- {res.D_err_A2_ps:.4f}")
+    print(
+        f"raw exponent {res.loglog_slope:.2f}, above plateau {res.excess_loglog_slope:.2f}, "
+        f"plateau {res.plateau_A2:.3f} A^2, D = {res.D_A2_ps:.4f} +- {res.D_err_A2_ps:.4f}"
+    )
     assert res.loglog_slope < 0.7, "the raw exponent alone would call this non-diffusive"
     assert res.diffusive, res.diagnosis
     assert 0.7 <= res.excess_loglog_slope <= 1.3

@@ -29,8 +29,8 @@ def command(env: dict, *args: str, timeout: float = 180) -> str:
 
 def process_state(env: dict, pk: int) -> tuple[str, int | None]:
     script = (
-        "from aiida import load_profile, orm; load_profile(%r); n = orm.load_node(%d); "
-        "print(n.process_state.value if n.process_state else 'none', n.exit_status)" % (PROFILE, pk)
+        f"from aiida import load_profile, orm; load_profile({PROFILE!r}); n = orm.load_node({pk}); "
+        "print(n.process_state.value if n.process_state else 'none', n.exit_status)"
     )
     state, exit_status = command(env, str(BIN / "python"), "-c", script).split()
     return state, None if exit_status == "None" else int(exit_status)

@@ -107,9 +107,7 @@ def simple_dump_parse(path: Path) -> dict[int, dict[str, np.ndarray]]:
 
 
 def test_potential_lines_follow_type_order():
-    lines = lammps_potential_lines(
-        TOSI_FUMI_LIF, ["F", "Li"], cutoff=7.5, kspace="pppm", kspace_accuracy=1e-5
-    )
+    lines = lammps_potential_lines(TOSI_FUMI_LIF, ["F", "Li"], cutoff=7.5, kspace="pppm", kspace_accuracy=1e-5)
     assert lines[0] == "pair_style born/coul/long 7.5"
     assert lines[-1] == "kspace_style pppm 1e-05"
     coeffs = {tuple(line.split()[1:3]): [float(v) for v in line.split()[3:8]] for line in lines[1:-1]}
@@ -206,9 +204,7 @@ def test_write_data_file_round_trip(tmp_path):
     back = read_lammps_data(tmp_path / "s.data", atom_style="charge", Z_of_type={1: 3, 2: 9}, units="metal")
     assert back.get_chemical_symbols() == atoms.get_chemical_symbols()
     np.testing.assert_allclose(back.positions, atoms.positions, atol=1e-10)
-    np.testing.assert_allclose(
-        back.get_initial_charges(), [1.0 if s == "Li" else -1.0 for s in atoms.symbols]
-    )
+    np.testing.assert_allclose(back.get_initial_charges(), [1.0 if s == "Li" else -1.0 for s in atoms.symbols])
     with pytest.raises(ValueError, match="charges lack"):
         write_data_file(atoms, SPECIES, {"Li": 1.0})
     with pytest.raises(ValueError, match=r"not in species_order \['Li'\]"):
@@ -224,10 +220,7 @@ def md_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("md")
     prepare(workdir)
     script = md_input_script(**md_kwargs())
-    check = (
-        "dump check all custom 10 check.dump id type x y z ix iy iz\n"
-        "dump_modify check sort id format float %.10f\n"
-    )
+    check = "dump check all custom 10 check.dump id type x y z ix iy iz\ndump_modify check sort id format float %.10f\n"
     script = script.replace("run 600 upto", check + "run 600 upto")
     run_lammps(workdir, script)
     return workdir
@@ -341,9 +334,7 @@ def test_timeout_and_restart_continuation(tmp_path):
 
         steps, positions = join_segments([(steps_a, pos_a), (steps_b, pos_b)])
         np.testing.assert_array_equal(steps, np.arange(0, n_steps + 1, stride))  # no duplicate, none missing
-        t_steps, _ = join_segments(
-            [(thermo_a["step"], thermo_a["temp_K"]), (thermo_b["step"], thermo_b["temp_K"])]
-        )
+        t_steps, _ = join_segments([(thermo_a["step"], thermo_a["temp_K"]), (thermo_b["step"], thermo_b["temp_K"])])
         np.testing.assert_array_equal(t_steps, np.arange(0, n_steps + 1, stride))
         # Unwrapped coordinates stay continuous across the joint (image flags are restored):
         # a lost image flag would show as a jump of a box length (8.06 A); a 50 fs step
@@ -431,6 +422,4 @@ def test_scan_log_errors_and_killed_runs():
     )
     report = scan_log(killed)
     assert report["last_step"] == 2010 and report["target_step"] == 2050 and not report["completed"]
-    assert (
-        report["error"] is None and not report["lost_atoms"] and report["version"] == "22 Jul 2025 - Update 2"
-    )
+    assert report["error"] is None and not report["lost_atoms"] and report["version"] == "22 Jul 2025 - Update 2"

@@ -46,10 +46,7 @@ def test_tosi_fumi_zero_pressure_lattice(tmp_path):
     process = run_lammps(tmp_path, lattice_relax_script(lines, SPECIES))
     result = parse_relax(process.stdout)
     a0 = result["lx"] / repeat
-    print(
-        f"Tosi-Fumi LiF: a0 = {a0:.4f} A, E = {result['pe_per_atom']:.4f} eV/atom, "
-        f"p = {result['press']:.2f} bar"
-    )
+    print(f"Tosi-Fumi LiF: a0 = {a0:.4f} A, E = {result['pe_per_atom']:.4f} eV/atom, p = {result['press']:.2f} bar")
     assert result["natoms"] == 216
     assert result["lx"] == pytest.approx(result["ly"]) == pytest.approx(result["lz"])
     assert abs(a0 - 4.03) / 4.03 < 0.02
@@ -82,10 +79,7 @@ def test_interstitial_md_at_1000K(tmp_path):
     thermo = read_thermo(tmp_path / THERMO_FILE)
     mean_t = thermo["temp_K"].mean()
     drift = thermo["econserve_eV"][-1] - thermo["econserve_eV"][0]
-    print(
-        f"<T> = {mean_t:.1f} K, std {thermo['temp_K'].std():.1f} K, "
-        f"conserved-energy drift {drift:.2e} eV / 4 ps"
-    )
+    print(f"<T> = {mean_t:.1f} K, std {thermo['temp_K'].std():.1f} K, conserved-energy drift {drift:.2e} eV / 4 ps")
     # 65 atoms: T fluctuates by ~10 % per sample; over 4 ps the mean is within a few %.
     assert mean_t == pytest.approx(1000.0, rel=0.07)
     assert abs(drift) / len(atoms) < 1e-4

@@ -48,9 +48,16 @@ def independent_dump_positions(text: str) -> tuple[list[int], np.ndarray]:
 
 def test_trajectory_equals_what_lammps_wrote(lammps_code, tosi_fumi, supercell):
     results, node = run_md(
-        lammps_code, tosi_fumi, supercell,
-        temperature_K=1000.0, timestep_fs=1.0, n_steps=600, equilibration_steps=100, seed=7,
-        dump_stride=20, thermo_stride=20,
+        lammps_code,
+        tosi_fumi,
+        supercell,
+        temperature_K=1000.0,
+        timestep_fs=1.0,
+        n_steps=600,
+        equilibration_steps=100,
+        seed=7,
+        dump_stride=20,
+        thermo_stride=20,
     )
     assert node.is_finished_ok, node.exit_message
     trajectory = results["trajectory"]
@@ -77,9 +84,7 @@ def test_trajectory_equals_what_lammps_wrote(lammps_code, tosi_fumi, supercell):
 
 
 def test_walltime_stop_is_continued_from_the_restart_file(lammps_code, tosi_fumi, supercell):
-    parameters = dict(
-        temperature_K=1000.0, timestep_fs=1.0, n_steps=12000, seed=5, dump_stride=100, thermo_stride=100
-    )
+    parameters = dict(temperature_K=1000.0, timestep_fs=1.0, n_steps=12000, seed=5, dump_stride=100, thermo_stride=100)
     reference, reference_node = run_md(lammps_code, tosi_fumi, supercell, **parameters)
     results, node = run_md(lammps_code, tosi_fumi, supercell, timeout_s=1, **parameters)
     assert node.is_finished_ok, node.exit_message
@@ -103,8 +108,15 @@ def test_walltime_stop_is_continued_from_the_restart_file(lammps_code, tosi_fumi
 
 def test_lost_atoms_halves_the_timestep(lammps_code, tosi_fumi, supercell):
     results, node = run_md(
-        lammps_code, tosi_fumi, supercell,
-        temperature_K=1000.0, timestep_fs=20.0, n_steps=200, seed=5, dump_stride=10, thermo_stride=10,
+        lammps_code,
+        tosi_fumi,
+        supercell,
+        temperature_K=1000.0,
+        timestep_fs=20.0,
+        n_steps=200,
+        seed=5,
+        dump_stride=10,
+        thermo_stride=10,
     )
     assert node.is_finished_ok, node.exit_message
     calcs = [c for c in node.called if c.process_label == "LifdiffLammpsCalculation"]
@@ -130,7 +142,14 @@ def test_potential_without_species_is_refused_before_anything_runs(lammps_code, 
     n_before = orm.QueryBuilder().append(orm.ProcessNode).count()
     with pytest.raises(ValueError, match="not \\['Li'\\]"):
         run_md(
-            lammps_code, fluorine_only, supercell,
-            temperature_K=1000.0, timestep_fs=1.0, n_steps=100, seed=5, dump_stride=10, thermo_stride=10,
+            lammps_code,
+            fluorine_only,
+            supercell,
+            temperature_K=1000.0,
+            timestep_fs=1.0,
+            n_steps=100,
+            seed=5,
+            dump_stride=10,
+            thermo_stride=10,
         )
     assert orm.QueryBuilder().append(orm.ProcessNode).count() == n_before

@@ -118,9 +118,7 @@ def _ln_d_and_sigma(result: ArrheniusResult, temperature: np.ndarray) -> tuple[n
     return ln_d, np.sqrt(np.maximum(var, 0.0))
 
 
-def fit_arrhenius(
-    temperatures_K: Sequence[float], D: Sequence[float], D_err: Sequence[float]
-) -> ArrheniusResult:
+def fit_arrhenius(temperatures_K: Sequence[float], D: Sequence[float], D_err: Sequence[float]) -> ArrheniusResult:
     """Weighted linear least-squares fit of ``ln D = ln D0 - Ea / (k_B T)``.
 
     Each point is weighted with ``sigma(ln D) = D_err / D``. The parameter covariance uses these

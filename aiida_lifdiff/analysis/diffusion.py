@@ -82,9 +82,7 @@ class DiffusivityResult:
 def _validate_times(times_ps: np.ndarray, n_frames: int) -> float:
     times = np.asarray(times_ps, dtype=float)
     if times.ndim != 1 or times.size != n_frames:
-        raise ValueError(
-            f"times_ps must be a 1-D array with one entry per frame ({n_frames}); got shape {times.shape}"
-        )
+        raise ValueError(f"times_ps must be a 1-D array with one entry per frame ({n_frames}); got shape {times.shape}")
     if not np.all(np.isfinite(times)):
         raise ValueError("times_ps contains non-finite values")
     steps = np.diff(times)
@@ -226,8 +224,7 @@ def estimate_diffusivity(
         raise ValueError(f"fit_window must be a pair of fractions (start, end); got {fit_window!r}") from None
     if not (0.0 <= fw_lo < fw_hi <= 1.0):
         raise ValueError(
-            "fit_window must satisfy 0 <= start < end <= 1 (fractions of the block duration); "
-            f"got {fit_window!r}"
+            f"fit_window must satisfy 0 <= start < end <= 1 (fractions of the block duration); got {fit_window!r}"
         )
 
     trajs = _validate_trajectories(trajectories)

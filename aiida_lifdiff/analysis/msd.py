@@ -65,13 +65,9 @@ def unwrap(positions: np.ndarray, cell: np.ndarray) -> np.ndarray:
     pos = _as_trajectory(positions)
     cell_arr = np.asarray(cell, dtype=float)
     if cell_arr.shape != (3, 3):
-        raise ValueError(
-            f"cell must be a (3, 3) matrix with lattice vectors as rows; got shape {cell_arr.shape}"
-        )
+        raise ValueError(f"cell must be a (3, 3) matrix with lattice vectors as rows; got shape {cell_arr.shape}")
     if abs(np.linalg.det(cell_arr)) < 1e-12:
-        raise ValueError(
-            "cell is singular (zero volume); expected three linearly independent lattice vectors"
-        )
+        raise ValueError("cell is singular (zero volume); expected three linearly independent lattice vectors")
 
     # Working in fractional coordinates makes the image shift an integer per lattice vector, which is
     # what makes the scheme valid for skewed cells where Cartesian rounding would not be.

@@ -57,9 +57,7 @@ def plot_arrhenius(
         ax.errorbar(1000.0 / temps, d, yerr=d_err, fmt="o", color="C0", capsize=3, label="MD (fitted)")
         fit_label = f"fit: $E_a$ = {result.Ea_eV:.3f} $\\pm$ {result.Ea_err_eV:.3f} eV"
         ax.plot(1000.0 / t_line, d_line, "-", color="C1", label=fit_label)
-        ax.fill_between(
-            1000.0 / t_line, d_line - d_line_err, d_line + d_line_err, color="C1", alpha=0.2, lw=0
-        )
+        ax.fill_between(1000.0 / t_line, d_line - d_line_err, d_line + d_line_err, color="C1", alpha=0.2, lw=0)
         for i, (t_k, d_k, err_k, label) in enumerate(extras):
             ax.errorbar(
                 [1000.0 / float(t_k)],

@@ -75,9 +75,7 @@ def _print_study(node, output: Path | None) -> None:
     from aiida_lifdiff.queries import diffusivity_table
 
     if "diffusivity" not in node.outputs:
-        click.echo(
-            f"{node.process_label}<{node.pk}> has no diffusivity output (exit status {node.exit_status})"
-        )
+        click.echo(f"{node.process_label}<{node.pk}> has no diffusivity output (exit status {node.exit_status})")
         return
     rows = diffusivity_table(node)
     table = []
@@ -88,11 +86,7 @@ def _print_study(node, output: Path | None) -> None:
                 flag = "" if row[f"{mode}_diffusive"] else " (not diffusive)"
                 cells.append(f"{row[f'D_{mode}_cm2_s']:.3e} +- {row[f'D_{mode}_err_cm2_s']:.1e}{flag}")
         table.append(cells)
-    click.echo(
-        tabulate(
-            table, headers=["T (K)", "replicas", "ps each", "D per defect (cm2/s)", "D tracer Li (cm2/s)"]
-        )
-    )
+    click.echo(tabulate(table, headers=["T (K)", "replicas", "ps each", "D per defect (cm2/s)", "D tracer Li (cm2/s)"]))
     if "arrhenius" in node.outputs:
         arrhenius = node.outputs.arrhenius.get_dict()
         for mode in ("collective", "tracer"):
@@ -107,6 +101,11 @@ def _print_study(node, output: Path | None) -> None:
                     f"chi2/dof = {record['chi2_dof']:.2f}, D(300 K) = {record['D300_cm2_s']:.2e} "
                     f"+- {record['D300_err_cm2_s']:.1e} cm2/s"
                 )
+                if record["chi2_dof"] > 1.0:
+                    click.echo(
+                        f"  D scatters more than its errors (chi2/dof > 1): Ea error scaled by sqrt(chi2/dof) "
+                        f"= {record['Ea_err_scaled_eV']:.3f} eV"
+                    )
             else:
                 click.echo(f"Ea ({name}): no fit: {record['reason']}")
     if output is not None:
@@ -171,13 +170,9 @@ def submit(ctx: click.Context, study_file: str) -> None:
 
 
 @cli.command()
-@click.option(
-    "--kind", "potential_kind", default=None, help="Only potentials of this kind (classical, mace, deepmd)."
-)
+@click.option("--kind", "potential_kind", default=None, help="Only potentials of this kind (classical, mace, deepmd).")
 @click.option("--label", default=None, help="Only studies whose label contains this text.")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.pass_context
 def results(ctx: click.Context, potential_kind: str | None, label: str | None, fmt: str) -> None:
     """Every stored Arrhenius result with its potential and node UUIDs."""

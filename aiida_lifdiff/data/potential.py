@@ -68,9 +68,7 @@ class PotentialData(orm.Data):
         if node.is_stored:
             return node
         existing = (
-            orm.QueryBuilder()
-            .append(cls, filters={"attributes.sha256": node.sha256}, project="*")
-            .first(flat=True)
+            orm.QueryBuilder().append(cls, filters={"attributes.sha256": node.sha256}, project="*").first(flat=True)
         )
         return existing if existing is not None else node.store()
 

@@ -124,12 +124,7 @@ def _positive_int(name: str, value: object, minimum: int = 1) -> int:
 
 
 def _positive_float(name: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
 
@@ -222,9 +217,7 @@ def md_input_script(
         f"thermo {max(thermo_stride, 1000)}",
         "thermo_modify lost error norm no flush yes",
     ]
-    nvt = (
-        f"fix {_NVT_FIX_ID} all nvt temp {temperature!r} {temperature!r} {damping_ps!r} tchain {chain_length}"
-    )
+    nvt = f"fix {_NVT_FIX_ID} all nvt temp {temperature!r} {temperature!r} {damping_ps!r} tchain {chain_length}"
     if restart_from is None:
         out += [
             f"velocity all create {temperature!r} {seed} mom yes rot yes dist gaussian",

@@ -101,23 +101,17 @@ def read_dump(
     if any(line != "ITEM: TIMESTEP" for line in lines[0:end:frame_len]) or any(
         line.strip() != str(n_atoms) for line in lines[3:end:frame_len]
     ):
-        raise ValueError(
-            "dump frames are not all the same size: the number of atoms changed or the file is corrupt"
-        )
+        raise ValueError("dump frames are not all the same size: the number of atoms changed or the file is corrupt")
     timesteps = np.array(lines[1:end:frame_len], dtype=np.int64)
     bounds_cols = 3 if triclinic else 2
     bound_lines = [line for start in range(0, end, frame_len) for line in lines[start + 5 : start + 8]]
     bounds = np.loadtxt(bound_lines, dtype=float, ndmin=2)[:, :bounds_cols].reshape(n_frames, 3, bounds_cols)
     atom_lines = [
-        line
-        for start in range(0, end, frame_len)
-        for line in lines[start + _HEADER_LINES : start + frame_len]
+        line for start in range(0, end, frame_len) for line in lines[start + _HEADER_LINES : start + frame_len]
     ]
     usecols = [names.index(name) for name in wanted]
     # np.loadtxt's C parser dominates the cost (~2 s for 10^4 x 217 atoms); one call for all frames.
-    data = np.loadtxt(atom_lines, dtype=float, usecols=usecols, ndmin=2).reshape(
-        n_frames, n_atoms, len(wanted)
-    )
+    data = np.loadtxt(atom_lines, dtype=float, usecols=usecols, ndmin=2).reshape(n_frames, n_atoms, len(wanted))
     ids = data[:, :, 0]
     if not np.array_equal(ids, np.broadcast_to(np.arange(1, n_atoms + 1), ids.shape)):
         raise ValueError("dump atoms are not sorted by id 1..N in every frame (use 'dump_modify sort id')")

@@ -72,9 +72,7 @@ def pair_parameters(parameters: Mapping, first: str, second: str) -> dict[str, f
             result = {name: float(values[name]) for name in _PAIR_KEYS}
             bad = [name for name, value in result.items() if not math.isfinite(value)]
             if bad or result["rho"] <= 0:
-                raise ValueError(
-                    f"pair {key!r} has invalid values {values!r}: finite numbers with rho > 0 needed"
-                )
+                raise ValueError(f"pair {key!r} has invalid values {values!r}: finite numbers with rho > 0 needed")
             return result
     raise ValueError(
         f"no parameters for the pair {first}-{second}; the table has {sorted(pairs)} "
@@ -101,9 +99,7 @@ def lammps_potential_lines(
     """
     species = list(species_order)
     if not species:
-        raise ValueError(
-            "species_order is empty; expected the symbols in LAMMPS type order, e.g. ['Li', 'F']"
-        )
+        raise ValueError("species_order is empty; expected the symbols in LAMMPS type order, e.g. ['Li', 'F']")
     if len(set(species)) != len(species):
         raise ValueError(f"species_order has duplicates: {species}")
     if not (isinstance(cutoff, (int, float)) and math.isfinite(cutoff) and cutoff > 0):

@@ -127,9 +127,7 @@ class DiffusionWorkChain(WorkChain):
             help="Starting structure; if absent it is built from the `supercell` inputs.",
         )
         spec.input_namespace("supercell", help="How to build the LiF supercell with one interstitial Li.")
-        spec.input(
-            "supercell.repeat", valid_type=orm.Int, required=False, help="Conventional cubes per axis."
-        )
+        spec.input("supercell.repeat", valid_type=orm.Int, required=False, help="Conventional cubes per axis.")
         spec.input(
             "supercell.lattice_constant",
             valid_type=orm.Float,
@@ -143,9 +141,7 @@ class DiffusionWorkChain(WorkChain):
             help="Starting site of the extra Li.",
         )
         spec.input("temperatures", valid_type=orm.List, help="Temperatures in K (at least three distinct).")
-        spec.input(
-            "seeds", valid_type=orm.List, help="One base seed per replica; each temperature runs them all."
-        )
+        spec.input("seeds", valid_type=orm.List, help="One base seed per replica; each temperature runs them all.")
         spec.input(
             "md_settings",
             valid_type=orm.Dict,
@@ -174,13 +170,9 @@ class DiffusionWorkChain(WorkChain):
         )
         spec.output("structure", valid_type=orm.StructureData, help="The starting structure of every MD run.")
         spec.output_namespace("diffusivity", valid_type=orm.Dict, dynamic=True, help="D per temperature.")
-        spec.output_namespace(
-            "msd", valid_type=orm.ArrayData, dynamic=True, help="MSD curves per temperature."
-        )
+        spec.output_namespace("msd", valid_type=orm.ArrayData, dynamic=True, help="MSD curves per temperature.")
         spec.output("arrhenius", valid_type=orm.Dict, required=False, help="Ea, D0 and D(300 K) with errors.")
-        spec.output(
-            "arrhenius_plot", valid_type=orm.SinglefileData, required=False, help="Arrhenius plot (PNG)."
-        )
+        spec.output("arrhenius_plot", valid_type=orm.SinglefileData, required=False, help="Arrhenius plot (PNG).")
         spec.exit_code(420, "ERROR_MD_FAILED", message="{count} MD runs failed: {failed}")
         spec.exit_code(
             421,

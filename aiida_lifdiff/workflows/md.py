@@ -108,9 +108,7 @@ class MdWorkChain(BaseRestartWorkChain):
     def get_outputs(self, node) -> dict:
         outputs = dict(self.exposed_outputs(node, LifdiffLammpsCalculation))
         if self.ctx.segments:
-            segments = {
-                f"segment_{i:03d}": s for i, s in enumerate(self.ctx.segments + [node.outputs.trajectory])
-            }
+            segments = {f"segment_{i:03d}": s for i, s in enumerate(self.ctx.segments + [node.outputs.trajectory])}
             outputs["trajectory"] = concatenate_trajectories(**segments)
         return outputs
 

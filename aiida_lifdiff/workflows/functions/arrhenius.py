@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 from pathlib import Path
 
@@ -38,9 +39,7 @@ def fit_arrhenius(parameters: orm.Dict, **diffusivities: orm.Dict) -> dict:
     for mode in modes:
         used = [e for e in entries if e[mode]["diffusive"]]
         excluded = [
-            {"temperature_K": e["temperature_K"], "reason": e[mode]["diagnosis"]}
-            for e in entries
-            if e not in used
+            {"temperature_K": e["temperature_K"], "reason": e[mode]["diagnosis"]} for e in entries if e not in used
         ]
         record: dict = {
             "points": [
@@ -73,6 +72,9 @@ def fit_arrhenius(parameters: orm.Dict, **diffusivities: orm.Dict) -> dict:
             record.update(fit_ok=False, reason=str(exception))
         else:
             record.update(fit_ok=True, **result.to_dict())
+            # The fit uses the D errors as given; when chi^2/dof > 1 they scatter more than those errors
+            # allow, and the Birge-scaled error is the more cautious statement of what the data support.
+            record["Ea_err_scaled_eV"] = result.Ea_err_eV * math.sqrt(max(1.0, result.chi2_dof))
             fits[mode] = result
         output[mode] = record
 

@@ -58,9 +58,7 @@ def prepare_lammps_md(structure: orm.StructureData, potential: PotentialData, pa
     if message:
         raise ValueError(message)
     atoms = structure.get_ase()
-    species_order = sorted(
-        set(atoms.get_chemical_symbols()), key=lambda s: atoms.get_chemical_symbols().index(s)
-    )
+    species_order = sorted(set(atoms.get_chemical_symbols()), key=lambda s: atoms.get_chemical_symbols().index(s))
     if not potential.covers(species_order):
         raise ValueError(f"potential covers {potential.species}, structure has {species_order}")
 

@@ -9,9 +9,7 @@ from aiida_lifdiff.structures import build_lif_supercell
 
 
 @calcfunction
-def create_lif_supercell(
-    repeat: orm.Int, lattice_constant: orm.Float, interstitial_site: orm.Str
-) -> orm.StructureData:
+def create_lif_supercell(repeat: orm.Int, lattice_constant: orm.Float, interstitial_site: orm.Str) -> orm.StructureData:
     """Rock-salt LiF, ``repeat`` conventional cubes per axis, one extra Li at ``interstitial_site`` (last atom)."""
     atoms = build_lif_supercell(
         repeat=repeat.value,
@@ -39,9 +37,7 @@ def validate_supercell_settings(repeat, lattice_constant, interstitial_site) -> 
     if missing:
         return f"supercell settings missing: {missing} (or give a `structure` instead)"
     try:
-        build_lif_supercell(
-            repeat=repeat, lattice_constant=lattice_constant, interstitial_site=interstitial_site
-        )
+        build_lif_supercell(repeat=repeat, lattice_constant=lattice_constant, interstitial_site=interstitial_site)
     except ValueError as exception:
         return str(exception)
     return None
