@@ -12,6 +12,10 @@ import click
 from aiida_lifdiff.study import StudyError, build_builder, load_study
 
 
+#: chi^2/dof above which the D points clearly scatter more than their errors (p < ~0.1 for 3-4 dof).
+CHI2_WARNING = 2.0
+
+
 def _load_profile(profile: str | None) -> None:
     from aiida import load_profile
     from aiida.common.exceptions import ConfigurationError, ProfileConfigurationError
@@ -101,7 +105,7 @@ def _print_study(node, output: Path | None) -> None:
                     f"chi2/dof = {record['chi2_dof']:.2f}, D(300 K) = {record['D300_cm2_s']:.2e} "
                     f"+- {record['D300_err_cm2_s']:.1e} cm2/s"
                 )
-                if record["chi2_dof"] > 1.0:
+                if record["chi2_dof"] > CHI2_WARNING:
                     click.echo(
                         f"  D scatters more than its errors (chi2/dof > 1): Ea error scaled by sqrt(chi2/dof) "
                         f"= {record['Ea_err_scaled_eV']:.3f} eV"
