@@ -11,7 +11,6 @@ import click
 
 from aiida_lifdiff.study import StudyError, build_builder, load_study
 
-
 #: chi^2/dof above which the D points clearly scatter more than their errors (p < ~0.1 for 3-4 dof).
 CHI2_WARNING = 2.0
 
