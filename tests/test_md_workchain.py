@@ -19,13 +19,15 @@ def supercell(aiida_profile):
     return create_lif_supercell(orm.Int(2), orm.Float(4.03), orm.Str("tetrahedral"))
 
 
-def run_md(code, potential, structure, **parameters):
+def run_md(code, potential, structure, temperature_K, seed, **parameters):
     builder = MdWorkChain.get_builder()
     builder.structure = structure
     builder.potential = potential
+    parameters["members"] = [{"name": "member", "temperature_K": temperature_K, "seed": seed}]
     builder.parameters = orm.Dict(parameters)
     builder.lammps.code = code
-    return run_get_node(builder)
+    results, node = run_get_node(builder)
+    return {"trajectory": results.get("trajectories", {}).get("member"), **results}, node
 
 
 def independent_dump_positions(text: str) -> tuple[list[int], np.ndarray]:
@@ -77,7 +79,7 @@ def test_trajectory_equals_what_lammps_wrote(lammps_code, tosi_fumi, supercell):
     assert attributes["seed"] == 7
     assert attributes["engine"] == "lammps"
     assert attributes["equilibration_ps"] == pytest.approx(0.1)
-    thermo = results["thermo"]
+    thermo = results["thermo"]["member"]
     assert thermo.get_array("temp_K").shape == (31,)
     # Unwrapped coordinates: no jump of the order of the box between frames 20 fs apart.
     assert np.abs(np.diff(trajectory.get_positions(), axis=0)).max() < 2.0
@@ -138,7 +140,7 @@ def test_potential_without_species_is_refused_before_anything_runs(lammps_code, 
     parameters["pairs"] = {"F-F": parameters["pairs"]["F-F"]}
     parameters["species"] = ["F"]
     parameters["charges"] = {"F": -1.0}
-    fluorine_only = PotentialData(kind="classical", species=["F"], parameters=parameters).store()
+    fluorine_only = PotentialData.from_classical(parameters, label="F only").store()
     n_before = orm.QueryBuilder().append(orm.ProcessNode).count()
     with pytest.raises(ValueError, match="not \\['Li'\\]"):
         run_md(

@@ -63,13 +63,18 @@ def setup() -> None:
 @click.option("--label", default="lammps", show_default=True, help="Label of the LAMMPS code.")
 @click.pass_context
 def setup_localhost(ctx: click.Context, label: str) -> None:
-    """The localhost computer (direct scheduler) and the LAMMPS code of this environment."""
+    """The localhost computer (direct scheduler), the LAMMPS code and the lifdiff-md runner of this environment."""
     _load_profile(ctx.obj["profile"])
-    from aiida_lifdiff.codes import ensure_lammps_code, ensure_localhost_computer
+    from aiida_lifdiff.codes import ensure_lammps_code, ensure_localhost_computer, ensure_runner_code
 
     computer = ensure_localhost_computer()
-    code = ensure_lammps_code(computer, label=label)
-    click.echo(f"computer {computer.label!r} and code {code.full_label!r} (pk {code.pk}) are ready")
+    codes = [ensure_lammps_code(computer, label=label)]
+    try:
+        codes.append(ensure_runner_code(computer))
+    except FileNotFoundError as exception:
+        click.echo(f"warning: {exception}", err=True)
+    names = ", ".join(f"{code.full_label!r} (pk {code.pk})" for code in codes)
+    click.echo(f"computer {computer.label!r} and codes {names} are ready")
 
 
 def _print_study(node, output: Path | None) -> None:

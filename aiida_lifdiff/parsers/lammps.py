@@ -13,40 +13,8 @@ from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from aiida_lifdiff.engines import lammps_input, lammps_output
-
-
-def trajectory_node(
-    *,
-    symbols: list[str],
-    steps: np.ndarray,
-    positions: np.ndarray,
-    cells: np.ndarray,
-    md: dict,
-) -> orm.TrajectoryData:
-    """Build the trajectory contract node (unstored) from arrays and the MD settings."""
-    timestep_ps = md["timestep_fs"] * 1e-3
-    trajectory = orm.TrajectoryData()
-    trajectory.set_trajectory(
-        symbols=symbols,
-        positions=positions,
-        stepids=np.asarray(steps, dtype=int),
-        cells=cells,
-        times=np.asarray(steps, dtype=float) * timestep_ps,
-        pbc=[True, True, True],
-    )
-    attributes = {
-        "temperature_K": float(md["temperature_K"]),
-        "timestep_fs": float(md["timestep_fs"]),
-        "stride": int(md["dump_stride"]),
-        "equilibration_ps": float(md["equilibration_steps"]) * timestep_ps,
-        "engine": md.get("engine", "lammps"),
-        "seed": int(md["seed"]),
-        "unwrapped": True,
-        "units": {"positions": "angstrom", "times": "ps"},
-    }
-    for key, value in attributes.items():
-        trajectory.base.attributes.set(key, value)
-    return trajectory
+from aiida_lifdiff.parsers.contract import thermo_node as make_thermo
+from aiida_lifdiff.parsers.contract import trajectory_node
 
 
 class LifdiffLammpsParser(Parser):
@@ -87,9 +55,7 @@ class LifdiffLammpsParser(Parser):
         if lammps_input.THERMO_FILE in names:
             with retrieved.base.repository.open(lammps_input.THERMO_FILE) as handle:
                 thermo = lammps_output.read_thermo(handle.read())
-            thermo_node = orm.ArrayData()
-            for key, values in thermo.items():
-                thermo_node.set_array(key, np.asarray(values))
+            thermo_node = make_thermo(thermo)
 
         arrays = [positions] + ([] if thermo_node is None else [thermo_node.get_array(k) for k in thermo])
         if not all(np.all(np.isfinite(a)) for a in arrays):

@@ -11,7 +11,7 @@ from aiida_lifdiff.protocols import get_protocol_inputs
 from aiida_lifdiff.workflows.functions.arrhenius import fit_arrhenius
 from aiida_lifdiff.workflows.functions.diffusivity import compute_diffusivity, validate_diffusivity_parameters
 from aiida_lifdiff.workflows.functions.structures import create_lif_supercell, validate_supercell_settings
-from aiida_lifdiff.workflows.md import MdWorkChain
+from aiida_lifdiff.workflows.md import MdWorkChain, engine_for
 
 #: Keys of ``md_settings`` (times in the units of their names) and their defaults (None = required).
 MD_SETTINGS = {
@@ -22,17 +22,25 @@ MD_SETTINGS = {
     "thermo_interval_fs": None,
     "thermostat_damping_fs": 100.0,
     "timeout_s": None,
+    # Engine choice and runner-only settings (MACE, or DeePMD through the runner).
+    "engine": None,
+    "device": None,
+    "dtype": None,
+    "members_per_job": None,
 }
+RUNNER_SETTINGS = ("device", "dtype")
 
 MIN_TEMPERATURES = 3
 
 
-def md_parameters_from_settings(settings: dict, temperature: float, seed: int) -> dict:
-    """Translate times in fs/ps into the step counts of one MD run; raise ValueError if they do not divide."""
+def md_parameters_from_settings(settings: dict, members: list[dict]) -> dict:
+    """Translate times in fs/ps into the step counts of one MD job; raise ValueError if they do not divide."""
     unknown = set(settings) - set(MD_SETTINGS)
     if unknown:
         raise ValueError(f"unknown md_settings {sorted(unknown)}; allowed: {sorted(MD_SETTINGS)}")
-    missing = [k for k, v in MD_SETTINGS.items() if v is None and k != "timeout_s" and k not in settings]
+    missing = [
+        k for k in ("timestep_fs", "production_ps", "frame_interval_fs", "thermo_interval_fs") if k not in settings
+    ]
     if missing:
         raise ValueError(f"md_settings misses {missing}")
     dt = float(settings["timestep_fs"])
@@ -52,18 +60,24 @@ def md_parameters_from_settings(settings: dict, temperature: float, seed: int) -
             f"production_ps must be a whole number of frame intervals ({settings['frame_interval_fs']} fs)"
         )
     parameters = {
-        "temperature_K": float(temperature),
         "timestep_fs": dt,
         "n_steps": n_steps,
         "equilibration_steps": steps(float(settings.get("equilibration_ps", 0.0)) * 1000.0, "equilibration"),
-        "seed": int(seed),
         "dump_stride": stride,
         "thermo_stride": steps(float(settings["thermo_interval_fs"]), "thermo_interval"),
         "thermostat_damping_fs": float(settings.get("thermostat_damping_fs", 100.0)),
+        "members": members,
     }
     if settings.get("timeout_s") is not None:
         parameters["timeout_s"] = float(settings["timeout_s"])
+    for key in RUNNER_SETTINGS:
+        if settings.get(key) is not None:
+            parameters[key] = settings[key]
     return parameters
+
+
+def member_name(t_index: int, r_index: int) -> str:
+    return f"T{t_index}_r{r_index}"
 
 
 def run_seed(base_seed: int, temperature_index: int) -> int:
@@ -95,10 +109,21 @@ def validate_diffusion_inputs(inputs: dict, _) -> str | None:
         if message:
             return message
     if "md_settings" in inputs and temperatures is not None:
+        settings = inputs["md_settings"].get_dict()
         try:
-            md_parameters_from_settings(inputs["md_settings"].get_dict(), temperatures.get_list()[0], 1)
+            md_parameters_from_settings(settings, [])
         except ValueError as exception:
             return str(exception)
+        potential = inputs.get("potential")
+        if potential is not None:
+            try:
+                engine = engine_for(potential, settings.get("engine"))
+            except ValueError as exception:
+                return str(exception)
+            if engine == "lammps" and any(settings.get(k) is not None for k in RUNNER_SETTINGS):
+                return f"{list(RUNNER_SETTINGS)} apply to the runner engine only, not to LAMMPS"
+            if "code" not in inputs.get("md", {}).get(engine, {}):
+                return f"the {engine!r} engine runs this {potential.kind} potential: give `md.{engine}.code`"
     if "analysis" in inputs:
         analysis = {k: v for k, v in inputs["analysis"].get_dict().items() if k != "primary_mode"}
         message = validate_diffusivity_parameters(analysis)
@@ -146,7 +171,8 @@ class DiffusionWorkChain(WorkChain):
             "md_settings",
             valid_type=orm.Dict,
             help="timestep_fs, production_ps, equilibration_ps, frame_interval_fs, thermo_interval_fs, "
-            "thermostat_damping_fs, optional timeout_s.",
+            "thermostat_damping_fs, optional timeout_s, engine (lammps|runner), and for the runner device, dtype "
+            "and members_per_job (how many (T, seed) members share one batched calculation; default all).",
         )
         spec.input(
             "analysis",
@@ -156,7 +182,7 @@ class DiffusionWorkChain(WorkChain):
         spec.expose_inputs(
             MdWorkChain,
             namespace="md",
-            exclude=("structure", "potential", "parameters"),
+            exclude=("structure", "potential", "parameters", "engine"),
             namespace_options={"help": "Inputs of the MdWorkChains: the LAMMPS code and scheduler options."},
         )
         spec.inputs.validator = validate_diffusion_inputs
@@ -199,8 +225,9 @@ class DiffusionWorkChain(WorkChain):
         builder.seeds = orm.List([int(s) for s in values["seeds"]])
         builder.md_settings = orm.Dict(values["md_settings"])
         builder.analysis = orm.Dict(values["analysis"])
-        builder.md.lammps.code = code
-        builder.md.lammps.metadata.options.max_wallclock_seconds = int(values["max_wallclock_seconds"])
+        engine = engine_for(potential, values["md_settings"].get("engine"))
+        builder.md[engine].code = code
+        builder.md[engine].metadata.options.max_wallclock_seconds = int(values["max_wallclock_seconds"])
         return builder
 
     def setup(self) -> None:
@@ -216,46 +243,74 @@ class DiffusionWorkChain(WorkChain):
 
     def run_md(self):
         settings = self.inputs.md_settings.get_dict()
+        engine = engine_for(self.inputs.potential, settings.get("engine"))
+        members = [
+            {
+                "name": member_name(t_index, r_index),
+                "temperature_K": float(temperature),
+                "seed": run_seed(base_seed, t_index),
+            }
+            for t_index, temperature in enumerate(self.inputs.temperatures.get_list())
+            for r_index, base_seed in enumerate(self.inputs.seeds.get_list())
+        ]
+        if engine == "lammps":
+            jobs = [[member] for member in members]
+        else:
+            size = int(settings.get("members_per_job") or len(members))
+            jobs = [members[i : i + size] for i in range(0, len(members), size)]
         running = {}
-        for t_index, temperature in enumerate(self.inputs.temperatures.get_list()):
-            for r_index, base_seed in enumerate(self.inputs.seeds.get_list()):
-                inputs = AttributeDict(self.exposed_inputs(MdWorkChain, "md"))
-                inputs.structure = self.ctx.structure
-                inputs.potential = self.inputs.potential
-                inputs.parameters = orm.Dict(
-                    md_parameters_from_settings(settings, temperature, run_seed(base_seed, t_index))
-                )
-                key = f"md_{t_index}_{r_index}"
-                inputs.metadata = {"call_link_label": key}
-                running[key] = self.submit(MdWorkChain, **inputs)
-        self.report(f"submitted {len(running)} MD runs")
+        self.ctx.job_of_member = {}
+        for index, job in enumerate(jobs):
+            inputs = AttributeDict(self.exposed_inputs(MdWorkChain, "md"))
+            inputs.structure = self.ctx.structure
+            inputs.potential = self.inputs.potential
+            inputs.engine = orm.Str(engine)
+            inputs.parameters = orm.Dict(md_parameters_from_settings(settings, job))
+            key = f"md_{index}"
+            inputs.metadata = {"call_link_label": key}
+            running[key] = self.submit(MdWorkChain, **inputs)
+            for member in job:
+                self.ctx.job_of_member[member["name"]] = key
+        self.report(f"submitted {len(running)} MdWorkChains ({engine}) for {len(members)} MD runs")
         return ToContext(**running)
 
-    def _md_keys(self):
-        for t_index, temperature in enumerate(self.inputs.temperatures.get_list()):
-            yield (
-                t_index,
-                temperature,
-                [f"md_{t_index}_{r}" for r in range(len(self.inputs.seeds.get_list()))],
-            )
+    def _replica_trajectories(self, t_index: int) -> dict[str, orm.TrajectoryData]:
+        found = {}
+        for r_index in range(len(self.inputs.seeds.get_list())):
+            name = member_name(t_index, r_index)
+            job = self.ctx[self.ctx.job_of_member[name]]
+            if "trajectories" in job.outputs and name in job.outputs.trajectories:
+                found[f"replica_{r_index}"] = job.outputs.trajectories[name]
+        return found
 
     def inspect_md(self):
+        jobs = sorted(set(self.ctx.job_of_member.values()))
         failed = [
             f"{key}<{self.ctx[key].pk}> (exit {self.ctx[key].exit_status})"
-            for _, _, keys in self._md_keys()
-            for key in keys
+            for key in jobs
             if not self.ctx[key].is_finished_ok
+            and self.ctx[key].exit_status != MdWorkChain.exit_codes.ERROR_SOME_MEMBERS_FAILED.status
         ]
         if failed:
             return self.exit_codes.ERROR_MD_FAILED.format(count=len(failed), failed=", ".join(failed))
+        lost = [
+            name
+            for name, key in self.ctx.job_of_member.items()
+            if "trajectories" not in self.ctx[key].outputs or name not in self.ctx[key].outputs.trajectories
+        ]
+        if lost:
+            self.report(f"members without a trajectory (left out of the analysis): {', '.join(sorted(lost))}")
         return None
 
     def compute_diffusivities(self) -> None:
         analysis = {k: v for k, v in self.inputs.analysis.get_dict().items() if k != "primary_mode"}
         parameters = orm.Dict(analysis)
         self.ctx.diffusivities = {}
-        for t_index, temperature, keys in self._md_keys():
-            trajectories = {f"replica_{i}": self.ctx[key].outputs.trajectory for i, key in enumerate(keys)}
+        for t_index, temperature in enumerate(self.inputs.temperatures.get_list()):
+            trajectories = self._replica_trajectories(t_index)
+            if not trajectories:
+                self.report(f"T = {temperature:.0f} K: every replica failed, no diffusivity")
+                continue
             result = compute_diffusivity(parameters, **trajectories)
             label = f"T_{t_index}"
             self.ctx.diffusivities[label] = result["diffusivity"]

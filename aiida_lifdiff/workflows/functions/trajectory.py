@@ -6,7 +6,7 @@ from aiida import orm
 from aiida.engine import calcfunction
 
 from aiida_lifdiff.engines.lammps_output import join_segments
-from aiida_lifdiff.parsers.lammps import trajectory_node
+from aiida_lifdiff.parsers.contract import trajectory_node
 
 
 @calcfunction
