@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # Keep the AiiDA configuration (profiles, SQLite database, daemon files) inside the checkout.
 export AIIDA_PATH := $(CURDIR)/.aiida
 DEMO_PROFILE := lifdiff-demo
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: demo test lint venv clean-demo
 
@@ -15,7 +16,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# pip 23.2 ignores extras such as aiida-core[atomic_tools]: upgrade it first.
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[tests]'
+	# torch first and pinned: anything that pulls an unpinned torch would otherwise get a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -e '.[tests,ml]'
 	@touch $@
 
 demo: venv

@@ -95,6 +95,8 @@ def ensure_runner_code(computer: orm.Computer, label: str = "lifdiff-md") -> orm
         default_calc_job_plugin="lifdiff.md",
         description="batched NVT MD runner of aiida-lifdiff (MACE, ASE calculators)",
         # e3nn 0.4.4 loads its constants with torch.load, which torch >= 2.6 refuses without this.
-        prepend_text="export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1",
+        # OMP_NUM_THREADS=1: on a shared CPU, several runners with two torch threads each were measured up to
+        # 70x slower than with one; a GPU node is not affected.
+        prepend_text="export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1\nexport OMP_NUM_THREADS=1",
     )
     return code.store()

@@ -55,6 +55,9 @@ class LifdiffMdParser(Parser):
             with io.BytesIO(self._read(f"{name}/trajectory.npz", mode="rb")) as handle:
                 data = np.load(handle, allow_pickle=False)
                 arrays = {key: data[key] for key in data.files}
+            if len(arrays["steps"]) == 0:
+                # A member that had already finished before this continuation run: nothing new to attach.
+                continue
             md = {
                 "temperature_K": float(member["temperature_K"]),
                 "timestep_fs": float(parameters["timestep_fs"]),

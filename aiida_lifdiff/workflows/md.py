@@ -220,12 +220,15 @@ class MdWorkChain(BaseRestartWorkChain):
 
     def get_outputs(self, node) -> dict:
         outputs: dict = {"trajectories": {}, "thermo": self._member_thermo(node)}
-        for name, trajectory in self._member_trajectories(node).items():
-            segments = self.ctx.segments.get(name, [])
-            if segments:
-                joined = {f"segment_{i:03d}": s for i, s in enumerate(segments + [trajectory])}
-                trajectory = concatenate_trajectories(**joined)
-            outputs["trajectories"][name] = trajectory
+        last = self._member_trajectories(node)
+        for name, segments in self.ctx.segments.items():
+            # A member may have finished in an earlier segment and have nothing in the last calculation.
+            pieces = segments + ([last[name]] if name in last else [])
+            if len(pieces) == 1:
+                outputs["trajectories"][name] = pieces[0]
+            elif pieces:
+                joined = {f"segment_{i:03d}": s for i, s in enumerate(pieces)}
+                outputs["trajectories"][name] = concatenate_trajectories(**joined)
         if "results" in node.outputs:
             outputs["results"] = node.outputs.results
         return outputs
