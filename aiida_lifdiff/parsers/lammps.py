@@ -15,6 +15,7 @@ from aiida.parsers import Parser
 from aiida_lifdiff.engines import lammps_input, lammps_output
 from aiida_lifdiff.parsers.contract import thermo_node as make_thermo
 from aiida_lifdiff.parsers.contract import trajectory_node
+from aiida_lifdiff.serialization import json_safe
 
 
 class LifdiffLammpsParser(Parser):
@@ -32,10 +33,10 @@ class LifdiffLammpsParser(Parser):
         status = lammps_output.scan_log(log_text)
 
         if status.get("lost_atoms"):
-            self.out("results", orm.Dict(self._results(status, md)))
+            self.out("results", orm.Dict(json_safe(self._results(status, md))))
             return self.exit_codes.ERROR_LOST_ATOMS
         if status.get("error"):
-            self.out("results", orm.Dict(self._results(status, md)))
+            self.out("results", orm.Dict(json_safe(self._results(status, md))))
             return self.exit_codes.ERROR_PARSER_DETECTED_LAMMPS_RUN_ERROR.format(error=status["error"])
 
         if lammps_input.TRAJECTORY_FILE not in names:
@@ -71,7 +72,7 @@ class LifdiffLammpsParser(Parser):
             temperatures = thermo_node.get_array("temp_K")
             results["mean_temperature_K"] = float(np.mean(temperatures))
             results["std_temperature_K"] = float(np.std(temperatures))
-        self.out("results", orm.Dict(results))
+        self.out("results", orm.Dict(json_safe(results)))
 
         target = int(md["n_steps"])
         if int(steps[-1]) < target:

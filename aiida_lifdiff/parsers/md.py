@@ -13,6 +13,7 @@ from aiida.parsers import Parser
 from aiida_lifdiff.calculations.md import SUMMARY_FILE
 from aiida_lifdiff.engines.lammps_output import read_thermo
 from aiida_lifdiff.parsers.contract import thermo_node, trajectory_node
+from aiida_lifdiff.serialization import json_safe
 
 #: Runner exit codes (see aiida_lifdiff.runner.md) that mean the input itself was refused.
 RUNNER_BAD_INPUT, RUNNER_NO_CUDA, RUNNER_MEMBERS_FAILED, RUNNER_TIMEOUT = 2, 3, 4, 5
@@ -81,7 +82,7 @@ class LifdiffMdParser(Parser):
                 self.out(f"thermo.{name}", thermo_node(read_thermo(self._read(f"{name}/thermo.dat"))))
 
         summary["failed_members"] = failed
-        self.out("results", orm.Dict(summary))
+        self.out("results", orm.Dict(json_safe(summary)))
         if exit_code == RUNNER_TIMEOUT:
             return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(
                 step=min(last_steps) if last_steps else -1, target=parameters["n_steps"]

@@ -11,7 +11,7 @@ from aiida_lifdiff.protocols import get_protocol_inputs
 from aiida_lifdiff.workflows.functions.arrhenius import fit_arrhenius
 from aiida_lifdiff.workflows.functions.diffusivity import compute_diffusivity, validate_diffusivity_parameters
 from aiida_lifdiff.workflows.functions.structures import create_lif_supercell, validate_supercell_settings
-from aiida_lifdiff.workflows.md import MdWorkChain, engine_for
+from aiida_lifdiff.workflows.md import ENGINE_NAMESPACES, MdWorkChain, engine_for
 
 #: Keys of ``md_settings`` (times in the units of their names) and their defaults (None = required).
 MD_SETTINGS = {
@@ -122,8 +122,9 @@ def validate_diffusion_inputs(inputs: dict, _) -> str | None:
                 return str(exception)
             if engine == "lammps" and any(settings.get(k) is not None for k in RUNNER_SETTINGS):
                 return f"{list(RUNNER_SETTINGS)} apply to the runner engine only, not to LAMMPS"
-            if "code" not in inputs.get("md", {}).get(engine, {}):
-                return f"the {engine!r} engine runs this {potential.kind} potential: give `md.{engine}.code`"
+            namespace = ENGINE_NAMESPACES[engine]
+            if "code" not in inputs.get("md", {}).get(namespace, {}):
+                return f"the {engine!r} engine runs this {potential.kind} potential: give `md.{namespace}.code`"
     if "analysis" in inputs:
         analysis = {k: v for k, v in inputs["analysis"].get_dict().items() if k != "primary_mode"}
         message = validate_diffusivity_parameters(analysis)
@@ -226,8 +227,9 @@ class DiffusionWorkChain(WorkChain):
         builder.md_settings = orm.Dict(values["md_settings"])
         builder.analysis = orm.Dict(values["analysis"])
         engine = engine_for(potential, values["md_settings"].get("engine"))
-        builder.md[engine].code = code
-        builder.md[engine].metadata.options.max_wallclock_seconds = int(values["max_wallclock_seconds"])
+        namespace = builder.md[ENGINE_NAMESPACES[engine]]
+        namespace.code = code
+        namespace.metadata.options.max_wallclock_seconds = int(values["max_wallclock_seconds"])
         return builder
 
     def setup(self) -> None:

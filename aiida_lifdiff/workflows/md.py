@@ -25,6 +25,9 @@ from aiida_lifdiff.workflows.functions.trajectory import concatenate_trajectorie
 DEFAULT_ENGINE = {"classical": "lammps", "deepmd": "lammps", "mace": "runner"}
 ALLOWED_ENGINES = {"classical": ("lammps",), "deepmd": ("lammps", "runner"), "mace": ("runner",)}
 ENGINE_CALCULATIONS = {"lammps": LifdiffLammpsCalculation, "runner": LifdiffMdCalculation}
+#: Input namespace of each engine's code and options (``runner`` itself would clash with the engine's
+#: ``runner`` keyword of ``submit``).
+ENGINE_NAMESPACES = {"lammps": "lammps", "runner": "lifdiff_md"}
 
 #: Settings shared by both engines; ``members`` lists {name, temperature_K, seed}.
 COMMON_KEYS = (
@@ -72,8 +75,9 @@ def validate_md_inputs(inputs: dict, _) -> str | None:
         missing = set(structure.get_kind_names()) - set(potential.species)
         if missing:
             return f"potential {potential.label or potential.pk} covers {potential.species} but not {sorted(missing)}"
-    if engine not in inputs or "code" not in inputs[engine]:
-        return f"the {engine!r} engine runs this {potential.kind} potential: give `{engine}.code`"
+    namespace = ENGINE_NAMESPACES[engine]
+    if namespace not in inputs or "code" not in inputs[namespace]:
+        return f"the {engine!r} engine runs this {potential.kind} potential: give `{namespace}.code`"
     parameters = inputs["parameters"].get_dict()
     unknown = set(parameters) - set(COMMON_KEYS) - set(RUNNER_ONLY_KEYS)
     if unknown:
@@ -122,7 +126,7 @@ class MdWorkChain(BaseRestartWorkChain):
         )
         spec.expose_inputs(
             LifdiffMdCalculation,
-            namespace="runner",
+            namespace="lifdiff_md",
             exclude=("structure", "potential", "parameters", "parent_folder"),
             namespace_options={
                 "required": False,
@@ -174,7 +178,7 @@ class MdWorkChain(BaseRestartWorkChain):
             self.inputs.potential, self.inputs.engine.value if "engine" in self.inputs else None
         )
         super().setup()
-        self.ctx.inputs = AttributeDict(self.exposed_inputs(self.process_class, self.ctx.engine))
+        self.ctx.inputs = AttributeDict(self.exposed_inputs(self.process_class, ENGINE_NAMESPACES[self.ctx.engine]))
         self.ctx.md = dict(self.inputs.parameters.get_dict())
         walltime = self.ctx.inputs.get("metadata", {}).get("options", {}).get("max_wallclock_seconds")
         if self.ctx.md.get("timeout_s") is None and walltime:

@@ -13,6 +13,7 @@ from aiida.engine import calcfunction
 from aiida_lifdiff.analysis import ArrheniusFitError
 from aiida_lifdiff.analysis import fit_arrhenius as fit_arrhenius_points
 from aiida_lifdiff.analysis.plotting import plot_arrhenius
+from aiida_lifdiff.serialization import json_safe
 
 #: Points an Arrhenius fit needs: two parameters plus one degree of freedom for chi^2.
 MIN_FIT_POINTS = 3
@@ -78,7 +79,7 @@ def fit_arrhenius(parameters: orm.Dict, **diffusivities: orm.Dict) -> dict:
             fits[mode] = result
         output[mode] = record
 
-    outputs = {"arrhenius": orm.Dict(output)}
+    outputs = {"arrhenius": orm.Dict(json_safe(output))}
     primary = fits.get(settings["primary_mode"])
     if primary is not None:
         excluded_points = [

@@ -7,6 +7,7 @@ from aiida import orm
 from aiida.engine import calcfunction
 
 from aiida_lifdiff.analysis import estimate_diffusivity
+from aiida_lifdiff.serialization import json_safe
 
 DIFFUSIVITY_MODES = ("tracer", "collective")
 
@@ -97,4 +98,4 @@ def compute_diffusivity(parameters: orm.Dict, **trajectories: orm.TrajectoryData
         msd.set_array(f"{mode}_lag_time_ps", np.asarray(result.lag_times_ps))
         msd.set_array(f"{mode}_msd_A2", np.asarray(result.msd_A2))
         msd.set_array(f"{mode}_msd_err_A2", np.asarray(result.msd_err_A2))
-    return {"diffusivity": orm.Dict(output), "msd": msd}
+    return {"diffusivity": orm.Dict(json_safe(output)), "msd": msd}
