@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -11,17 +10,12 @@ from typing import Any
 
 from aiida import orm
 
+from aiida_lifdiff.potentials import stream_sha256
+
 POTENTIAL_KINDS = ("classical", "mace", "deepmd")
 
 #: File name of the potential inside the node's repository, per kind (deepmd's backend picks the suffix).
 DEFAULT_FILENAMES = {"classical": "parameters.json", "mace": "model.model", "deepmd": "model.pb"}
-
-
-def file_sha256(handle: io.BufferedIOBase) -> str:
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: handle.read(1 << 20), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 class PotentialData(orm.SinglefileData):
@@ -63,7 +57,7 @@ class PotentialData(orm.SinglefileData):
             # Writing the LAMMPS lines checks that every pair of species has coefficients.
             lammps_potential_lines(parameters, species)
         with self.open(mode="rb") as handle:
-            sha256 = file_sha256(handle)
+            sha256 = stream_sha256(handle)
         self.base.attributes.set("kind", kind)
         self.base.attributes.set("species", species)
         self.base.attributes.set("parameters", parameters or {})

@@ -20,7 +20,6 @@ deepmd-kit (and TensorFlow) first.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import struct
@@ -29,6 +28,8 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from aiida_lifdiff.potentials import file_sha256
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -180,15 +181,6 @@ def _read_tf_graph(data: bytes) -> dict[str, Any]:
     return {"nodes": names, "constants": constants, "complete": has_versions}
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _backend(path: Path) -> str:
     try:
         return BACKENDS[path.suffix]
@@ -288,7 +280,7 @@ def model_info(path: str | os.PathLike, *, checksum: bool = True) -> dict[str, A
         species=sorted(info["type_map"]) if info.get("type_map") else None,
     )
     if checksum:
-        info["sha256"] = sha256_file(model)
+        info["sha256"] = file_sha256(model)
     return info
 
 

@@ -14,10 +14,11 @@ usually offline, hence :func:`resolve_mace_model` does not download unless asked
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
+
+from aiida_lifdiff.potentials import file_sha256
 
 # e3nn 0.4.4 pickles constants that torch >= 2.6's weights-only loader refuses; mace-torch
 # sets the same variable itself, but only once its calculator module has been imported.
@@ -112,15 +113,6 @@ def resolve_mace_model(name_or_path: str | os.PathLike, allow_download: bool = F
         f"Put the file at {cached} (download it from {url}; the cache directory follows "
         f"$XDG_CACHE_HOME, default ~/.cache/mace), or pass the path of a local model file instead."
     )
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (read in chunks: foundation models are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_device(device: str) -> None:

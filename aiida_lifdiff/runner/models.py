@@ -44,7 +44,8 @@ from ase import Atoms  # noqa: E402
 from ase.calculators.calculator import PropertyNotImplementedError  # noqa: E402
 from ase.geometry import wrap_positions  # noqa: E402
 
-from aiida_lifdiff.potentials.mace import file_sha256, load_mace_model, resolve_mace_model  # noqa: E402
+from aiida_lifdiff.potentials import file_sha256  # noqa: E402
+from aiida_lifdiff.potentials.mace import load_mace_model, resolve_mace_model  # noqa: E402
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
