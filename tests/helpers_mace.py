@@ -15,6 +15,7 @@ from pathlib import Path
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 #: Architectures by name. ``mpa0`` follows MACE-MPA-0 medium (128x0e+128x1o, max_ell 3,
@@ -129,3 +130,16 @@ def _lennard_jones_class():
 def flaky_lennard_jones(**kwargs):
     """Factory for the runner's ``{"kind": "ase", "factory": "helpers_mace:flaky_lennard_jones"}``."""
     return _lennard_jones_class()(**kwargs)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Pin torch to one thread for a test module that imports this fixture.
+
+    The 2 shared cores are oversubscribed by other jobs; two spinning OpenMP threads then run 50x slower
+    than one.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 import torch
-from helpers_mace import build_random_mace
+from helpers_mace import build_random_mace, one_torch_thread  # noqa: F401 (autouse fixture)
 
 from aiida_lifdiff.potentials import mace as mace_potential
 from aiida_lifdiff.potentials.mace import (
@@ -20,16 +20,6 @@ from aiida_lifdiff.potentials.mace import (
 )
 from aiida_lifdiff.runner.models import MaceModel, evaluate_structures
 from aiida_lifdiff.structures import build_lif_supercell
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The 2 shared cores are oversubscribed by other jobs; two spinning OpenMP threads then
-    # run 50x slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers_mace import build_random_mace
+from helpers_mace import build_random_mace, one_torch_thread  # noqa: F401 (autouse fixture)
 
 from aiida_lifdiff.engines.lammps_output import join_segments, read_thermo
 from aiida_lifdiff.runner import md as runner_md
@@ -24,16 +24,6 @@ from aiida_lifdiff.structures import build_lif_supercell
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # The 2 shared cores are oversubscribed by other jobs; two spinning OpenMP threads then
-    # run 50x slower than one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
