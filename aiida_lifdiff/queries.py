@@ -4,8 +4,50 @@ from __future__ import annotations
 
 from aiida import orm
 
+from aiida_lifdiff.data.dataset import DatasetData
 from aiida_lifdiff.data.potential import PotentialData
 from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain
+
+
+def training_lineage(potential: PotentialData | str) -> dict:
+    """What a model was trained on, read from the provenance graph (not from the model's own attributes).
+
+    Follows ``model <-create- training CalcJob <-input_calc[train/valid/test/foundation/replay]- nodes``; when
+    the train part came from ``split_dataset`` the whole dataset it was split from is reported as well.
+    Returns ``{}`` for a potential that was not trained in this database (classical, imported files).
+    """
+    if isinstance(potential, str):
+        potential = orm.load_node(potential)
+    qb = orm.QueryBuilder()
+    qb.append(PotentialData, filters={"uuid": potential.uuid}, tag="model")
+    qb.append(orm.CalcJobNode, with_outgoing="model", tag="training", project=["uuid", "attributes.process_label"])
+    qb.append(
+        orm.Node,
+        with_outgoing="training",
+        edge_filters={"label": {"in": ["train", "valid", "test", "foundation", "replay"]}},
+        edge_project=["label"],
+        project=["*"],
+    )
+    found = qb.all()
+    if not found:
+        return {}
+    info: dict = {"training_uuid": found[0][0], "trainer": found[0][1]}
+    for _, _, node, link_label in found:
+        if isinstance(node, DatasetData):
+            info[f"{link_label}_frames"] = node.n_frames
+            info[f"{link_label}_uuid"] = node.uuid
+            if link_label == "train":
+                info["train_source"] = node.source
+                parent = node.creator
+                if parent is not None and "dataset" in parent.inputs:
+                    info["dataset_frames"] = parent.inputs.dataset.n_frames
+                    info["dataset_uuid"] = parent.inputs.dataset.uuid
+                    info["dataset_source"] = parent.inputs.dataset.source
+        elif isinstance(node, PotentialData):
+            info["foundation"] = node.label
+            info["foundation_uuid"] = node.uuid
+            info["foundation_sha256"] = node.sha256
+    return info
 
 
 def arrhenius_results(potential_kind: str | None = None, label: str | None = None) -> list[dict]:
@@ -26,6 +68,7 @@ def arrhenius_results(potential_kind: str | None = None, label: str | None = Non
     qb.order_by({"study": {"ctime": "desc"}})
     rows = []
     for pk, uuid, study_label, ctime, exit_status, pot_label, kind, pot_uuid, arrhenius, arr_uuid in qb.all():
+        lineage = training_lineage(pot_uuid) if kind != "classical" else {}
         primary = arrhenius["primary_mode"]
         record = arrhenius[primary]
         temperatures = [p["temperature_K"] for p in record["points"]]
@@ -41,6 +84,9 @@ def arrhenius_results(potential_kind: str | None = None, label: str | None = Non
                 "Ea_err_eV": record.get("Ea_err_eV") if record["fit_ok"] else None,
                 "D300_cm2_s": record.get("D300_cm2_s") if record["fit_ok"] else None,
                 "chi2_dof": record.get("chi2_dof") if record["fit_ok"] else None,
+                "train_frames": lineage.get("train_frames"),
+                "foundation": lineage.get("foundation"),
+                "train_source": lineage.get("train_source"),
                 "status": "ok" if exit_status == 0 else f"failed ({exit_status}): {record.get('reason', '')}",
                 "created": ctime.isoformat(timespec="seconds"),
                 "study_uuid": uuid,

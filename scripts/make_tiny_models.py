@@ -55,14 +55,12 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.lammps.coordinatetransform import Prism
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
-from ase.units import bar
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from aiida_lifdiff.engines import lammps_labels  # noqa: E402
 from aiida_lifdiff.engines.lammps_input import (  # noqa: E402
     INPUT_FILE,
     TRAJECTORY_FILE,
@@ -89,12 +87,10 @@ MACE_FILE = "tiny-mace.model"
 DEEPMD_FILE = "tiny-deepmd.pb"
 MANIFEST_FILE = "manifest.json"
 
-#: Label settings: tighter than the MD default so that the labels' own error (~1e-7 relative
-#: in the reciprocal-space forces) is far below any model error.
-LABEL_CUTOFF = 8.0
-LABEL_EWALD_ACCURACY = 1e-7
-#: LAMMPS' qqrd2e in metal units (eV A / e^2).
-COULOMB_CONSTANT = 14.399645
+#: Label settings (see aiida_lifdiff.engines.lammps_labels): tighter than the MD default so that the
+#: labels' own error (~1e-7 relative in the reciprocal-space forces) is far below any model error.
+LABEL_CUTOFF = lammps_labels.DEFAULT_CUTOFF
+LABEL_EWALD_ACCURACY = lammps_labels.DEFAULT_KSPACE_ACCURACY
 
 #: MD sampling of the 65-atom cell: (temperature K, frames); one frame every 100 fs after 2 ps.
 MD_PLAN_2 = [(300, 40), (500, 45), (700, 45), (900, 45), (1100, 45), (1200, 40)]
@@ -274,87 +270,15 @@ def strained_frames(rng: np.random.Generator, source: list[Atoms], count: int) -
     return frames
 
 
-def _background_stress(atoms: Atoms, g_ewald: float | None) -> float:
-    """The isotropic stress of the neutralising background that LAMMPS' Ewald virial leaves out.
-
-    With net charge Q, LAMMPS' Ewald energy includes -pi Q^2 k_e / (2 g^2 V) (the uniform
-    background) but its virial does not; that term's strain derivative is +pi Q^2 k_e /
-    (2 g^2 V^2) on the diagonal. Adding it makes the stress the strain derivative of the
-    energy label (checked by finite differences: then both agree to ~4e-5 eV/A^3, the
-    level of LAMMPS' own consistency for a neutral cell; without it they differ by 3.5e-4).
-    """
-    charge = sum(TOSI_FUMI_LIF["charges"][symbol] for symbol in atoms.get_chemical_symbols())
-    if abs(charge) < 1e-12:
-        return 0.0
-    if g_ewald is None:
-        raise RuntimeError("no Ewald G vector found in the LAMMPS output for a charged frame")
-    return float(np.pi * charge**2 * COULOMB_CONSTANT / (2.0 * g_ewald**2 * atoms.get_volume() ** 2))
-
-
 def label_frames(workdir: Path, frames: list[Atoms]) -> list[Atoms]:
-    """Energy, forces and stress of every frame from LAMMPS single points (one process, a loop)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    for index, frame in enumerate(frames, start=1):
-        prism = Prism(frame.cell.array)
-        if not np.allclose(prism.rot_mat, np.eye(3), atol=1e-12):
-            raise RuntimeError(f"frame {index}: cell is not in LAMMPS form; its forces would come back rotated")
-        tilted = np.any(np.abs(np.tril(frame.cell.array, -1)) > 0)
-        if tilted and not prism.is_skewed():
-            # ASE writes a box whose tilt is below its tolerance as orthogonal, which would
-            # silently label a different structure.
-            raise RuntimeError(f"frame {index}: tilt too small for ASE's LAMMPS data writer")
-        (workdir / f"frame_{index}.data").write_text(write_data_file(frame, SPECIES, TOSI_FUMI_LIF["charges"]))
-    potential = lammps_potential_lines(
-        TOSI_FUMI_LIF, SPECIES, cutoff=LABEL_CUTOFF, kspace="ewald", kspace_accuracy=LABEL_EWALD_ACCURACY
+    """Energy, forces and stress of every frame from LAMMPS single points (one process, a loop).
+
+    The procedure (and the background-stress term of the charged cells) lives in
+    :mod:`aiida_lifdiff.engines.lammps_labels`, shared with ``lifdiff-label``.
+    """
+    return lammps_labels.label_frames(
+        workdir, frames, TOSI_FUMI_LIF, SPECIES, cutoff=LABEL_CUTOFF, kspace_accuracy=LABEL_EWALD_ACCURACY
     )
-    # `clear` re-initialises everything (k-space set-up for the new box included) but keeps
-    # the loop variable, so each frame is an independent single point.
-    script = "\n".join(
-        [
-            f"variable i loop {len(frames)}",
-            "label frame",
-            "clear",
-            "units metal",
-            "atom_style charge",
-            "boundary p p p",
-            "read_data frame_${i}.data",
-            *potential,
-            "thermo_style custom step pe pxx pyy pzz pyz pxz pxy",
-            "run 0",
-            'print "LIFDIFF_LABEL ${i} $(pe:%.12f) $(pxx:%.8f) $(pyy:%.8f) $(pzz:%.8f) '
-            '$(pyz:%.8f) $(pxz:%.8f) $(pxy:%.8f)"',
-            "write_dump all custom forces_${i}.dump id type fx fy fz modify sort id format float %.12e",
-            "next i",
-            "jump SELF frame",
-            "",
-        ]
-    )
-    output = run_lammps(workdir, script)
-    labels: dict[int, list[float]] = {}
-    g_ewald: dict[int, float] = {}
-    current_g = None
-    for line in output.splitlines():
-        if "G vector (1/distance)" in line:
-            current_g = float(line.split("=")[1])
-        elif line.startswith("LIFDIFF_LABEL"):
-            fields = line.split()
-            labels[int(fields[1])] = [float(value) for value in fields[2:]]
-            g_ewald[int(fields[1])] = current_g
-            current_g = None
-    if sorted(labels) != list(range(1, len(frames) + 1)):
-        raise RuntimeError(f"LAMMPS labelled {len(labels)} of {len(frames)} frames")
-    labelled = []
-    for index, frame in enumerate(frames, start=1):
-        energy, *pressure = labels[index]
-        _, forces, _, _ = read_dump(workdir / f"forces_{index}.dump", columns=("fx", "fy", "fz"))
-        # Atoms have zero velocity in the data file, so LAMMPS' pressure is the virial alone;
-        # ASE's stress is minus the pressure tensor, in eV/A^3, Voigt order xx yy zz yz xz xy.
-        stress = -np.asarray(pressure) * bar
-        stress[:3] += _background_stress(frame, g_ewald[index])
-        result = frame.copy()
-        result.calc = SinglePointCalculator(result, energy=energy, forces=forces[0], stress=stress)
-        labelled.append(result)
-    return labelled
 
 
 def reference_energies(workdir: Path) -> dict:

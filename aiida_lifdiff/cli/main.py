@@ -63,16 +63,23 @@ def setup() -> None:
 @click.option("--label", default="lammps", show_default=True, help="Label of the LAMMPS code.")
 @click.pass_context
 def setup_localhost(ctx: click.Context, label: str) -> None:
-    """The localhost computer (direct scheduler), the LAMMPS code and the lifdiff-md runner of this environment."""
+    """The localhost computer (direct scheduler) and the codes of this environment: LAMMPS, lifdiff-md,
+    lifdiff-label, and mace_run_train and dp when the `ml` extra is installed."""
     _load_profile(ctx.obj["profile"])
-    from aiida_lifdiff.codes import ensure_lammps_code, ensure_localhost_computer, ensure_runner_code
+    from aiida_lifdiff import codes as setup_codes
 
-    computer = ensure_localhost_computer()
-    codes = [ensure_lammps_code(computer, label=label)]
-    try:
-        codes.append(ensure_runner_code(computer))
-    except FileNotFoundError as exception:
-        click.echo(f"warning: {exception}", err=True)
+    computer = setup_codes.ensure_localhost_computer()
+    codes = [setup_codes.ensure_lammps_code(computer, label=label)]
+    for ensure in (
+        setup_codes.ensure_runner_code,
+        setup_codes.ensure_label_code,
+        setup_codes.ensure_mace_train_code,
+        setup_codes.ensure_dp_code,
+    ):
+        try:
+            codes.append(ensure(computer))
+        except FileNotFoundError as exception:
+            click.echo(f"warning: {exception}", err=True)
     names = ", ".join(f"{code.full_label!r} (pk {code.pk})" for code in codes)
     click.echo(f"computer {computer.label!r} and codes {names} are ready")
 
@@ -134,6 +141,56 @@ def _print_study(node, output: Path | None) -> None:
             click.echo(f"fit: {json_path}")
 
 
+def _print_benchmark(node, output: Path | None) -> None:
+    """Each potential's D(T) table and Ea, the trained models' test errors, and the summary of a benchmark."""
+    from tabulate import tabulate
+
+    from aiida_lifdiff.queries import training_lineage
+    from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain
+
+    for child in sorted(node.called, key=lambda c: c.ctime):
+        if child.process_class is DiffusionWorkChain:
+            click.echo(f"\n== {child.label or 'potential'}: {child.process_label}<{child.pk}>")
+            _print_study(child, output)
+    if "models" in node.outputs:
+        rows = []
+        for name, model in node.outputs.models.items():
+            lineage = training_lineage(model)
+            errors = node.outputs.test_errors[name].get_dict() if name in node.outputs.get("test_errors", {}) else {}
+            rows.append(
+                [
+                    name,
+                    model.kind,
+                    lineage.get("train_frames"),
+                    lineage.get("test_frames"),
+                    _number(errors.get("energy_rmse_meV_per_atom"), ".2f"),
+                    _number(errors.get("force_rmse_meV_per_A"), ".1f"),
+                    model.uuid,
+                ]
+            )
+        click.echo("\n== trained models (errors on the held-out test frames, our own single points)")
+        click.echo(
+            tabulate(rows, headers=["model", "kind", "train", "test", "E RMSE (meV/atom)", "F RMSE (meV/A)", "UUID"])
+        )
+    if "summary" in node.outputs:
+        summary = node.outputs.summary.get_dict()
+        rows = []
+        for name, row in summary["rows"].items():
+            ea = f"{row['Ea_eV']:.3f} +- {row['Ea_err_eV']:.3f}" if row.get("fit_ok") else f"- ({row.get('reason')})"
+            rows.append([name, row["kind"], ea, _number(row.get("chi2_dof"), ".2f")])
+        click.echo(f"\n== activation energies ({summary['primary_mode']} D)")
+        click.echo(tabulate(rows, headers=["potential", "kind", "Ea (eV)", "chi2/dof"]))
+        if output is not None:
+            output.mkdir(parents=True, exist_ok=True)
+            path = output / f"benchmark-{node.pk}.json"
+            path.write_text(json.dumps(summary, indent=2))
+            click.echo(f"summary: {path}")
+
+
+def _number(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 @cli.command()
 @click.argument("study_file", type=click.Path(dir_okay=False))
 @click.option(
@@ -156,7 +213,10 @@ def run(ctx: click.Context, study_file: str, output: Path) -> None:
         f"{node.process_label}<{node.pk}> finished with exit status {node.exit_status}"
         + (f": {node.exit_message}" if node.exit_message else "")
     )
-    _print_study(node, output)
+    if "summary" in node.outputs or node.process_label == "BenchmarkWorkChain":
+        _print_benchmark(node, output)
+    else:
+        _print_study(node, output)
     if not node.is_finished_ok:
         sys.exit(node.exit_status or 1)
 

@@ -1,0 +1,243 @@
+"""``BenchmarkWorkChain``: the study as one process: potentials (given or trained here) -> Arrhenius each.
+
+Steps: build the supercell; optionally generate a labelled dataset (``TrainingDataWorkChain``); train
+the requested models on it (``FineTuneWorkChain`` for MACE, ``DeepmdTrainWorkChain`` for DeePMD, in
+parallel); then one ``DiffusionWorkChain`` per potential, all with the same settings, in parallel.
+Every model's node links back through its training calculation and the dataset splits to the
+labelled frames, the labeller and the sampling MD.
+"""
+
+from __future__ import annotations
+
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.engine import ToContext, WorkChain, if_
+
+from aiida_lifdiff.data.dataset import DatasetData
+from aiida_lifdiff.data.potential import PotentialData
+from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain
+from aiida_lifdiff.workflows.finetune import DeepmdTrainWorkChain, FineTuneWorkChain
+from aiida_lifdiff.workflows.functions.benchmark import summarize_benchmark
+from aiida_lifdiff.workflows.functions.structures import create_lif_supercell, validate_supercell_settings
+from aiida_lifdiff.workflows.training_data import TrainingDataWorkChain
+
+TRAINERS = {"mace": ("train_mace", FineTuneWorkChain), "deepmd": ("train_deepmd", DeepmdTrainWorkChain)}
+
+
+def validate_benchmark_inputs(inputs: dict, _) -> str | None:
+    """Refuse a study that cannot run, before anything is stored."""
+    potentials = inputs.get("potentials", {})
+    names = inputs["trained_names"].get_dict() if "trained_names" in inputs else {}
+    trained = [names.get(kind, kind) for kind, (namespace, _) in TRAINERS.items() if namespace in inputs]
+    if not potentials and not trained:
+        return "the study has no potential: give `potentials` and/or `train_mace` / `train_deepmd`"
+    clashes = set(potentials) & set(trained)
+    if clashes:
+        return f"the names {sorted(clashes)} are used for a given potential and for a trained one"
+    if trained and "training_data" not in inputs and "dataset" not in inputs:
+        return "training a model needs a `dataset` or `training_data` to generate one"
+    for name, potential in potentials.items():
+        if not potential.covers(("Li", "F")):
+            return f"potential {name!r} covers {potential.species}; LiF needs Li and F"
+    supercell = inputs.get("supercell", {})
+    return validate_supercell_settings(
+        supercell["repeat"].value if "repeat" in supercell else None,
+        supercell["lattice_constant"].value if "lattice_constant" in supercell else None,
+        supercell["interstitial_site"].value if "interstitial_site" in supercell else None,
+    )
+
+
+class BenchmarkWorkChain(WorkChain):
+    """Diffusion and Arrhenius Ea of Li in LiF for several potentials under the same settings."""
+
+    @classmethod
+    def define(cls, spec):
+        super().define(spec)
+        spec.input_namespace("supercell", help="How to build the LiF supercell with one interstitial Li.")
+        spec.input("supercell.repeat", valid_type=orm.Int, help="Conventional cubes per axis.")
+        spec.input("supercell.lattice_constant", valid_type=orm.Float, help="Cubic lattice constant (A).")
+        spec.input("supercell.interstitial_site", valid_type=orm.Str, help="Starting site of the extra Li.")
+        spec.input_namespace(
+            "potentials",
+            valid_type=PotentialData,
+            dynamic=True,
+            help="Potentials that exist already, by name (e.g. the classical reference, a zero-shot foundation).",
+        )
+        spec.input(
+            "dataset",
+            valid_type=DatasetData,
+            required=False,
+            help="Labelled frames to train on (instead of, or before, generating them with `training_data`).",
+        )
+        spec.input(
+            "trained_names",
+            valid_type=orm.Dict,
+            required=False,
+            help="Names of the trained models in the outputs and the summary: {mace: NAME, deepmd: NAME} "
+            "(default: mace, deepmd).",
+        )
+        spec.expose_inputs(
+            TrainingDataWorkChain,
+            namespace="training_data",
+            exclude=("structure",),
+            namespace_options={
+                "required": False,
+                "populate_defaults": False,
+                "help": "Generate the training set: sampling MD + labelling (appended to `dataset` if given).",
+            },
+        )
+        spec.expose_inputs(
+            FineTuneWorkChain,
+            namespace="train_mace",
+            exclude=("dataset",),
+            namespace_options={
+                "required": False,
+                "populate_defaults": False,
+                "help": "Train (or fine-tune) a MACE model named `mace` on the training set.",
+            },
+        )
+        spec.expose_inputs(
+            DeepmdTrainWorkChain,
+            namespace="train_deepmd",
+            exclude=("dataset",),
+            namespace_options={
+                "required": False,
+                "populate_defaults": False,
+                "help": "Train a DeePMD model named `deepmd` on the training set.",
+            },
+        )
+        spec.expose_inputs(
+            DiffusionWorkChain,
+            namespace="diffusion",
+            exclude=("potential", "structure", "supercell"),
+            namespace_options={"help": "The diffusion settings every potential runs with, and the MD codes."},
+        )
+        spec.inputs.validator = validate_benchmark_inputs
+        spec.outline(
+            cls.setup,
+            if_(cls.should_generate_data)(cls.generate_data, cls.inspect_data),
+            if_(cls.should_train)(cls.train, cls.inspect_training),
+            cls.run_diffusion,
+            cls.results,
+        )
+        spec.output("structure", valid_type=orm.StructureData, help="The starting structure of every MD run.")
+        spec.output("dataset", valid_type=DatasetData, required=False, help="The training set.")
+        spec.output_namespace("models", valid_type=PotentialData, dynamic=True, help="Models trained in the study.")
+        spec.output_namespace(
+            "test_errors", valid_type=orm.Dict, dynamic=True, help="Test-set errors of each trained model."
+        )
+        spec.output_namespace(
+            "arrhenius", valid_type=orm.Dict, dynamic=True, help="Ea, D0, D(300 K) with errors, per potential."
+        )
+        spec.output_namespace(
+            "arrhenius_plot", valid_type=orm.SinglefileData, dynamic=True, help="Arrhenius plot per potential."
+        )
+        spec.output("summary", valid_type=orm.Dict, help="One row per potential: kind, Ea and its error, status.")
+        spec.exit_code(450, "ERROR_TRAINING_DATA_FAILED", message="Generating the training set failed: {message}")
+        spec.exit_code(451, "ERROR_TRAINING_FAILED", message="Training {names} failed: {message}")
+        spec.exit_code(
+            452, "ERROR_SOME_DIFFUSION_FAILED", message="No activation energy for {names} (see the summary for why)."
+        )
+
+    def setup(self) -> None:
+        self.ctx.structure = create_lif_supercell(
+            self.inputs.supercell.repeat,
+            self.inputs.supercell.lattice_constant,
+            self.inputs.supercell.interstitial_site,
+        )
+        self.out("structure", self.ctx.structure)
+        self.ctx.dataset = self.inputs.get("dataset")
+        self.ctx.potentials = dict(self.inputs.get("potentials", {}))
+
+    def should_generate_data(self) -> bool:
+        return "training_data" in self.inputs
+
+    def generate_data(self):
+        inputs = AttributeDict(self.exposed_inputs(TrainingDataWorkChain, "training_data"))
+        inputs.structure = self.ctx.structure
+        if self.ctx.dataset is not None:
+            inputs.initial_dataset = self.ctx.dataset
+        inputs.metadata = {"call_link_label": "training_data"}
+        return ToContext(training_data=self.submit(TrainingDataWorkChain, **inputs))
+
+    def inspect_data(self):
+        node = self.ctx.training_data
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_TRAINING_DATA_FAILED.format(
+                message=f"<{node.pk}> exit {node.exit_status}: {node.exit_message}"
+            )
+        self.ctx.dataset = node.outputs.dataset
+
+    def should_train(self) -> bool:
+        return any(namespace in self.inputs for namespace, _ in TRAINERS.values())
+
+    def train(self):
+        self.out("dataset", self.ctx.dataset)
+        running = {}
+        for name, (namespace, workchain) in TRAINERS.items():
+            if namespace in self.inputs:
+                inputs = AttributeDict(self.exposed_inputs(workchain, namespace))
+                inputs.dataset = self.ctx.dataset
+                inputs.metadata = {"call_link_label": f"train_{name}"}
+                running[f"train_{name}"] = self.submit(workchain, **inputs)
+        self.report(f"training {', '.join(running)} on {self.ctx.dataset.n_frames} frames")
+        return ToContext(**running)
+
+    def inspect_training(self):
+        failed = []
+        names = self.inputs.trained_names.get_dict() if "trained_names" in self.inputs else {}
+        for kind in TRAINERS:
+            node = self.ctx.get(f"train_{kind}")
+            if node is None:
+                continue
+            name = names.get(kind, kind)
+            if not node.is_finished_ok:
+                failed.append(f"{name} <{node.pk}> exit {node.exit_status}: {node.exit_message}")
+                continue
+            self.ctx.potentials[name] = node.outputs.model
+            self.out(f"models.{name}", node.outputs.model)
+            if "test_errors" in node.outputs:
+                self.out(f"test_errors.{name}", node.outputs.test_errors)
+        if failed:
+            return self.exit_codes.ERROR_TRAINING_FAILED.format(
+                names=", ".join(f.split()[0] for f in failed), message="; ".join(failed)
+            )
+
+    def run_diffusion(self):
+        running = {}
+        for name, potential in self.ctx.potentials.items():
+            inputs = AttributeDict(self.exposed_inputs(DiffusionWorkChain, "diffusion"))
+            inputs.potential = potential
+            inputs.structure = self.ctx.structure
+            inputs.metadata = {"call_link_label": f"diffusion_{name}", "label": name}
+            running[f"diffusion_{name}"] = self.submit(DiffusionWorkChain, **inputs)
+        self.report(f"diffusion for {', '.join(sorted(self.ctx.potentials))}")
+        return ToContext(**running)
+
+    def results(self):
+        primary = self.inputs.diffusion.analysis.get("primary_mode", "collective")
+        arrhenius, failed = {}, []
+        for name in sorted(self.ctx.potentials):
+            node = self.ctx[f"diffusion_{name}"]
+            if "arrhenius" in node.outputs:
+                arrhenius[name] = node.outputs.arrhenius
+                self.out(f"arrhenius.{name}", node.outputs.arrhenius)
+            if "arrhenius_plot" in node.outputs:
+                self.out(f"arrhenius_plot.{name}", node.outputs.arrhenius_plot)
+            if not node.is_finished_ok:
+                failed.append(f"{name} (exit {node.exit_status})")
+        summary = summarize_benchmark(
+            orm.Str(primary),
+            potentials=self.ctx.potentials,
+            arrhenius=arrhenius,
+            metadata={"call_link_label": "summary"},
+        )
+        self.out("summary", summary)
+        for name, row in summary["rows"].items():
+            if row.get("fit_ok"):
+                self.report(f"{name}: Ea = {row['Ea_eV']:.3f} +- {row['Ea_err_eV']:.3f} eV ({primary})")
+            else:
+                self.report(f"{name}: no Ea: {row.get('reason')}")
+        if failed:
+            return self.exit_codes.ERROR_SOME_DIFFUSION_FAILED.format(names=", ".join(failed))
+        return None
