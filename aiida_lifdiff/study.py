@@ -100,8 +100,9 @@ def load_study(path: str | Path) -> Study:
         if not isinstance(raw["potentials"], dict) or not raw["potentials"]:
             raise StudyError(f"{path}: 'potentials' must map names to potentials, e.g. {{reference: {{kind: ...}}}}")
         for name, spec in raw["potentials"].items():
-            if not str(name).replace("-", "_").isidentifier():
-                raise StudyError(f"{path}: potential name {name!r} must be letters, digits, '-' or '_'")
+            if not str(name).isidentifier():
+                # The name becomes an AiiDA link label (letters, digits and underscores).
+                raise StudyError(f"{path}: potential name {name!r} must be letters, digits and '_' (e.g. tosi_fumi)")
             potentials[str(name)] = _check_potential(spec, path, f"potentials.{name}")
     training = _check_training(raw.get("training"), potentials, path)
     codes = dict(DEFAULT_CODES)
@@ -401,25 +402,43 @@ def build_benchmark_builder(study: Study):
         train = spec["train"]
         foundation = given[train["finetune_from"]] if train.get("finetune_from") else None
         overrides = {"mace": {k: train[k] for k in ("flags", "split", "seed") if k in train}}
-        builder.train_mace = FineTuneWorkChain.get_builder_from_protocol(
+        sub_builder = FineTuneWorkChain.get_builder_from_protocol(
             _load_code(study, study.codes["mace_train"]),
             dataset=None,
             protocol=protocol,
             overrides=overrides,
             foundation=foundation,
             evaluation_code=label_code,
-        )._inputs(prune=True)
+        )
+        assign_inputs(builder.train_mace, sub_builder._inputs(prune=True))
     if "deepmd" in trained:
         from aiida_lifdiff.workflows.finetune import DeepmdTrainWorkChain
 
         name, spec = trained["deepmd"]
         train = spec["train"]
         overrides = {"deepmd": {k: train[k] for k in ("settings", "split", "seed") if k in train}}
-        builder.train_deepmd = DeepmdTrainWorkChain.get_builder_from_protocol(
+        sub_builder = DeepmdTrainWorkChain.get_builder_from_protocol(
             _load_code(study, study.codes["dp"]),
             dataset=None,
             protocol=protocol,
             overrides=overrides,
             evaluation_code=label_code,
-        )._inputs(prune=True)
+        )
+        assign_inputs(builder.train_deepmd, sub_builder._inputs(prune=True))
     return builder
+
+
+def assign_inputs(namespace, values: dict) -> None:
+    """Set ``values`` leaf by leaf on a builder namespace.
+
+    Assigning a whole nested dict validates it as one namespace before the CalcJob defaults (resources) are
+    filled in; leaf by leaf, each port is checked on its own, as when a user types the builder by hand.
+    """
+    from plumpy.ports import PortNamespace
+
+    for key, value in values.items():
+        port = namespace._port_namespace.get(key)
+        if isinstance(port, PortNamespace) and isinstance(value, dict):
+            assign_inputs(namespace[key], value)
+        else:
+            namespace[key] = value

@@ -11,9 +11,18 @@ from aiida.engine.processes.ports import PortNamespace
 from aiida.plugins import CalculationFactory, WorkflowFactory
 
 PROCESSES = [
+    ("workflow", "lifdiff.benchmark"),
     ("workflow", "lifdiff.diffusion"),
     ("workflow", "lifdiff.md"),
+    ("workflow", "lifdiff.training_data"),
+    ("workflow", "lifdiff.finetune"),
+    ("workflow", "lifdiff.deepmd_train"),
+    ("workflow", "lifdiff.evaluate"),
     ("calculation", "lifdiff.lammps"),
+    ("calculation", "lifdiff.md"),
+    ("calculation", "lifdiff.label"),
+    ("calculation", "lifdiff.mace_train"),
+    ("calculation", "lifdiff.deepmd_train"),
 ]
 
 

@@ -96,3 +96,30 @@ def test_split_is_seeded_disjoint_and_recorded(aiida_profile):
     assert validate_split({"train": 0.8, "valid": 0.1, "test": 0.1}) is None
     with pytest.raises(datasets.DatasetError, match="too few"):
         datasets.split_indices(3, [0.8, 0.1, 0.1], 0)
+
+
+def test_cli_import_export_round_trip(aiida_profile, tmp_path):
+    from click.testing import CliRunner
+
+    from aiida_lifdiff.cli.main import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli, ["dataset", "import", str(TEST_FILE), "--source", "shipped test frames"])
+    assert result.exit_code == 0, result.output
+    assert "DatasetData<" in result.output  # stored now, or by an earlier test of this session
+    again = runner.invoke(cli, ["dataset", "import", str(TEST_FILE)])
+    assert "already stored" in again.output
+    pk = result.output.split("DatasetData<")[1].split(">")[0]
+    result = runner.invoke(cli, ["dataset", "export", pk, str(tmp_path / "npy"), "--format", "deepmd/npy"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["dataset", "import", str(tmp_path / "npy"), "--format", "deepmd/npy"])
+    assert result.exit_code == 0 and "DatasetData<" in result.output, result.output
+    back = orm.load_node(int(result.output.split("DatasetData<")[1].split(">")[0]))
+    _assert_same_labels(DatasetData.from_extxyz(TEST_FILE).get_frames(), back.get_frames())
+    listing = runner.invoke(cli, ["dataset", "list"])
+    assert "lif-classical-test" in listing.output and "energy,forces,stress" in listing.output
+    (tmp_path / "empty").mkdir()
+    bad = runner.invoke(cli, ["dataset", "import", str(tmp_path / "empty"), "--format", "deepmd/raw"])
+    assert bad.exit_code == 1 and "no DeePMD system" in bad.output
+    wrong = runner.invoke(cli, ["dataset", "import", str(tmp_path / "npy"), "--format", "deepmd/raw"])
+    assert wrong.exit_code == 1 and "cannot read" in wrong.output

@@ -206,6 +206,7 @@ def test_lineage_links_and_repository(trained, datasets):
         ({"learning_rate": 0.01}, "unknown DeePMD settings ['learning_rate']"),
         ({"numb_steps": 0}, "numb_steps must be a positive integer"),
         ({"numb_steps": 100, "decay_steps": 200}, "decay_steps (200) must be smaller than numb_steps (100)"),
+        ({"numb_steps": 1500, "disp_freq": 200}, "must be a multiple of disp_freq"),
         ({"axis_neuron": 32}, "axis_neuron"),
         ({"type_map": ["Li"]}, "not in the type_map ['Li']"),
         ({"atom_ener": {"Li": -3.8}}, "atom_ener gives ['Li']"),
@@ -266,7 +267,7 @@ def test_parsers_on_the_files_of_the_real_run(trained):
 
     log = parse_train_log(retrieved_text(node, "train.out"))
     assert log["finished"] and log["error"] is None and log["deepmd_version"].startswith("v3.2")
-    assert log["wall_time_s"] > 0 and 0 < log["seconds_per_batch"] < 1
+    assert log["wall_time_s"] > 0 and log["seconds_per_batch"] > 0
 
 
 def test_settings_helpers_without_a_profile():

@@ -113,7 +113,7 @@ def builder_for(code, mode, parameters, **inputs):
     builder = LifdiffMaceTrainCalculation.get_builder()
     builder.code = code
     builder.mode = orm.Str(mode)
-    builder.parameters = orm.Dict(parameters)
+    builder.parameters = parameters if isinstance(parameters, orm.Dict) else orm.Dict(parameters)
     builder.metadata.options.max_wallclock_seconds = 900
     for name, node in inputs.items():
         builder[name] = node
@@ -172,6 +172,11 @@ def test_naive_finetune_beats_the_foundation_on_new_data(naive_finetune, foundat
     assert rmse_f[0] * 1e3 > 150.0 and rmse_f[-1] < rmse_f[0] / 3.0
     assert len(curves.get_array("train_loss")) == FINETUNE_FLAGS["max_num_epochs"]
 
+    # The log and the curves are kept; the model file only passed through (it is stored once, as the output).
+    retrieved = set(node.outputs.retrieved.base.repository.list_object_names())
+    assert {"mace_run-3.log", "mace_run-3_train.txt", "mace.err"} <= retrieved
+    assert not any(name.endswith(".model") for name in retrieved)
+
 
 def test_model_lineage_and_provenance(naive_finetune, foundation, data):
     results, node = naive_finetune
@@ -229,6 +234,9 @@ def test_scratch_training_gives_a_loadable_model(code, data):
     errors = results["errors"].get_dict()
     # No validation input: mace held out valid_fraction (10 %) of the 40 frames.
     assert "valid" in errors and "test" not in errors
+    # Four epochs of a tiny model learn little, but they do learn: the validation force error falls.
+    rmse_f = results["learning_curves"].get_array("rmse_f")
+    assert rmse_f[-1] < rmse_f[0]
 
 
 def test_multihead_finetune_with_a_local_replay_set(code, foundation, data):
@@ -267,6 +275,15 @@ def test_flags_mace_refuses_give_invalid_input(code, data):
     assert "no_such_flag_of_mace" in node.exit_message
 
 
+def test_a_run_that_fails_reports_the_missing_model_with_the_reason(code, data):
+    """Mixed channel counts pass our checks but fail mace's own (an assertion): exit code 300 with its error."""
+    flags = {"E0s": E0S, "hidden_irreps": "8x0e+4x1o"}
+    _, node = run_get_node(builder_for(code, "scratch", flags, train=data["train"]))
+    assert node.exit_status == LifdiffMaceTrainCalculation.exit_codes.ERROR_MISSING_MODEL.status
+    print("exit message:", node.exit_message)
+    assert "AssertionError" in node.exit_message
+
+
 # ----------------------------------------------------------------------------------------- refused before submission
 
 
@@ -284,20 +301,23 @@ def test_flags_mace_refuses_give_invalid_input(code, data):
         ("naive_finetune", {"max_num_epochs": [1, 2]}, False, "values must be"),
         ("naive_finetune", {"wandb": True}, False, "network"),
         ("scratch", {"E0s": E0S}, False, "do not pass a foundation"),
+        ("naive_finetune", {"E0s": "{3: -3.84631}"}, False, "no energy for F"),
+        ("naive_finetune", {"E0s": "e0s.json"}, False, "json file"),
     ],
 )
 def test_download_and_conflicting_settings_are_refused_before_submission(
     code, foundation, data, mode, parameters, with_replay, match
 ):
+    """Flag-only problems are refused when the builder's port is set; the others when the process is created."""
     before = orm.QueryBuilder().append(orm.CalcJobNode).count()
     inputs = {"train": data["train"], "foundation": foundation}
     if with_replay:
         inputs["replay"] = data["replay"]
-    builder = builder_for(code, mode, parameters, **inputs)
+    parameters = orm.Dict(parameters)
     with pytest.raises(ValueError, match=match):
-        run_get_node(builder)
+        run_get_node(builder_for(code, mode, parameters, **inputs))
     assert orm.QueryBuilder().append(orm.CalcJobNode).count() == before
-    assert not builder.parameters.is_stored and not builder.mode.is_stored
+    assert not parameters.is_stored
 
 
 def test_fine_tuning_without_foundation_and_scratch_without_e0s_are_refused(code, data):

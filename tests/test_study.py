@@ -24,6 +24,22 @@ def test_demo_study_is_valid():
     assert study.protocol == "quick"
     assert len(study.inputs["temperatures_K"]) >= 3
     assert study.inputs["supercell"]["repeat"] == 2
+    # The demo is a benchmark: the classical reference and two models trained on its labels.
+    assert study.potentials["tosi_fumi"]["kind"] == "classical"
+    assert {name for name, spec in study.potentials.items() if "train" in spec} == {"mace", "deepmd"}
+    assert study.training["sampler"] == study.training["labeller"] == "tosi_fumi"
+
+
+def test_classical_study_is_valid():
+    study = load_study(REPO / "workchains" / "classical.yaml")
+    assert study.potential["kind"] == "classical" and not study.potentials
+
+
+BENCHMARK = """potentials:
+  ref: {kind: classical}
+  mace: {kind: mace, train: {}}
+training: {sampler: ref, labeller: ref}
+"""
 
 
 def test_overrides_merge_into_the_protocol(tmp_path):
@@ -39,7 +55,19 @@ def test_overrides_merge_into_the_protocol(tmp_path):
         ("potential: {kind: classical}\ntemperatures_K: [800, 900]\n", "at least 3 distinct temperatures"),
         ("potential: {kind: classical}\ntemperatures_K: [800, 900, 900]\n", "at least 3 distinct temperatures"),
         ("potential: {kind: classical}\ntemperatures_K: [800, 900, -5]\n", "must all be > 0 K"),
-        ("name: x\n", "'potential' with a 'kind' is required"),
+        ("name: x\n", "either 'potential' .* or 'potentials'"),
+        ("potential: {kind: mace, train: {}}\n", "a trained potential belongs in 'potentials'"),
+        (BENCHMARK.replace("training: {sampler: ref, labeller: ref}\n", ""), r"give 'training' \(sampler, labeller\)"),
+        (BENCHMARK.replace("sampler: ref", "sampler: mace"), "training.sampler must name one of the given"),
+        (BENCHMARK.replace("labeller: ref", "labeller: nobody"), "training.labeller must name one of the given"),
+        (BENCHMARK.replace("train: {}", "train: {epochs: 3}"), r"train: unknown key\(s\) \['epochs'\]"),
+        (BENCHMARK.replace("train: {}", "train: {finetune_from: ref}"), "finetune_from must name a given mace"),
+        (BENCHMARK.replace("labeller: ref}", "labeller: ref, protocol: slow}"), "training: unknown protocol 'slow'"),
+        (BENCHMARK.replace("ref, labeller: ref}", "ref, labeller: ref, data: {sampling: {every: 0}}}"), "every"),
+        (BENCHMARK + "code: lammps@localhost\n", "names its codes under 'codes'"),
+        (BENCHMARK + "codes: {gpu: x}\n", r"codes: unknown key\(s\) \['gpu'\]"),
+        ("potentials:\n  ref: {kind: classical, train: {}}\n", "classical potentials are not trained here"),
+        ("potentials:\n  a b: {kind: classical}\n", "potential name 'a b'"),
         ("potential: {kind: classical, modle: x}\n", r"potential: unknown key\(s\) \['modle'\]"),
         ("potential: {kind: classical}\nstructure: {repeat: 0}\n", "repeat entries must be integers >= 1"),
         ("potential: {kind: classical}\nstructure: {lattice_constant: -4}\n", "positive number"),

@@ -62,26 +62,33 @@ def tiny_mace(aiida_profile):
     )
 
 
-@pytest.fixture(scope="module")
-def softened_data(codes, tosi_fumi_node, softened_bmh):
-    """Frames sampled by Tosi-Fumi MD at two temperatures, labelled by the softened potential."""
+def training_data_builder(codes, sampler, labeller, production_ps: float):
+    """Tosi-Fumi-sampled frames of the 65-atom cell at 500 and 1000 K, every 100 fs (the first skipped),
+    plus 25 % rattled and 25 % strained copies."""
     from aiida_lifdiff.workflows.training_data import TrainingDataWorkChain
 
     structure = create_lif_supercell(orm.Int(2), orm.Float(4.03), orm.Str("tetrahedral"))
-    builder = TrainingDataWorkChain.get_builder_from_protocol(
+    return TrainingDataWorkChain.get_builder_from_protocol(
         structure,
-        sampler=tosi_fumi_node,
-        labeller=softened_bmh,
+        sampler=sampler,
+        labeller=labeller,
         md_code=codes["lammps"],
         label_code=codes["label"],
         overrides={
             "data": {
                 "temperatures_K": [500.0, 1000.0],
-                "md_settings": {"production_ps": 2.0, "equilibration_ps": 0.5},
+                "md_settings": {"production_ps": production_ps, "equilibration_ps": 0.2},
                 "sampling": {"skip": 1, "rattle_fraction": 0.25, "strain_fraction": 0.25},
             }
         },
     )
+
+
+@pytest.fixture(scope="module")
+def softened_data(codes, tosi_fumi_node, softened_bmh):
+    """Frames sampled by Tosi-Fumi MD at two temperatures, labelled by the softened potential."""
+
+    builder = training_data_builder(codes, tosi_fumi_node, softened_bmh, production_ps=2.0)
     results, node = run_get_node(builder)
     assert node.is_finished_ok, node.exit_message
     return node
@@ -152,7 +159,7 @@ def test_deepmd_training_workchain(codes, softened_data):
     builder = DeepmdTrainWorkChain.get_builder_from_protocol(
         codes["dp"],
         dataset,
-        overrides={"deepmd": {"settings": {"numb_steps": 1500}, "split": {"train": 0.7, "valid": 0.1, "test": 0.2}}},
+        overrides={"deepmd": {"settings": {"numb_steps": 1600}, "split": {"train": 0.7, "valid": 0.1, "test": 0.2}}},
         evaluation_code=codes["label"],
     )
     results, node = run_get_node(builder)
@@ -183,3 +190,46 @@ def test_training_refuses_unlabelled_data_before_anything_runs(codes, aiida_prof
         run_get_node(builder, dataset=unlabelled)
     assert orm.QueryBuilder().append(orm.ProcessNode).count() == before
     assert not unlabelled.is_stored
+
+
+def test_iterative_mode_samples_with_the_latest_finetuned_model(codes, tosi_fumi_node, softened_bmh, tiny_mace):
+    """Two rounds: classical MD -> label -> fine-tune; MD with that model -> label -> append -> fine-tune."""
+    from aiida_lifdiff.study import assign_inputs
+    from aiida_lifdiff.workflows.finetune import FineTuneWorkChain
+
+    builder = training_data_builder(codes, tosi_fumi_node, softened_bmh, production_ps=1.0)
+    builder.iterations = orm.Int(2)
+    builder.md.lifdiff_md.code = codes["runner"]
+    finetune = FineTuneWorkChain.get_builder_from_protocol(
+        codes["mace"],
+        None,
+        overrides={
+            "mace": {
+                "split": {"train": 0.8, "valid": 0.2, "test": 0.0},
+                "finetune_flags": {"max_num_epochs": 4, "start_swa": 3, "lr": 0.005},
+            }
+        },
+        foundation=tiny_mace,
+    )
+    assign_inputs(builder.finetune, finetune._inputs(prune=True))
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+
+    first, second = results["iteration_datasets"]["iteration_0"], results["iteration_datasets"]["iteration_1"]
+    assert first.n_frames == second.n_frames == 2 * 10 + 5 + 5
+    assert results["dataset"].n_frames == first.n_frames + second.n_frames
+    finetunes = sorted((c for c in node.called if c.process_label == "FineTuneWorkChain"), key=lambda c: c.ctime)
+    assert len(finetunes) == 2
+    model_0 = finetunes[0].outputs.model
+    # Round 1 sampled with the model fine-tuned in round 0 (the MACE runner), and says so in the data.
+    md_round_1 = [
+        c for c in node.called if c.process_label == "MdWorkChain" and c.inputs.potential.uuid == model_0.uuid
+    ]
+    assert md_round_1 and all(c.is_finished_ok for c in md_round_1)
+    assert "(mace," in second.source and "iteration 1" in second.source
+    assert second.creator.inputs.potential.uuid == softened_bmh.uuid  # labelled by the labeller, not the model
+    # The final model was trained on everything, and the graph says so.
+    assert results["model"].uuid == finetunes[1].outputs.model.uuid
+    lineage = training_lineage(results["model"])
+    assert lineage["dataset_frames"] == results["dataset"].n_frames
+    assert lineage["foundation_uuid"] == tiny_mace.uuid

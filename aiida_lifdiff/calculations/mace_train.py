@@ -76,17 +76,17 @@ def _validate_inputs(inputs: dict, namespace) -> str | None:
         return None
     parameters = inputs.get("parameters")
     flags = parameters.get_dict() if parameters is not None else {}
+    species = set()
+    for name in ("train", "valid", "test", "replay"):
+        if name in inputs:
+            species |= set(inputs[name].species)
     message = validate_mace_settings(
-        flags, has_foundation="foundation" in inputs, has_replay="replay" in inputs, mode=mode.value
+        flags, has_foundation="foundation" in inputs, has_replay="replay" in inputs, mode=mode.value, species=species
     )
     if message:
         return message
     foundation = inputs.get("foundation")
     if foundation is not None:
-        species = set()
-        for name in ("train", "valid", "test", "replay"):
-            if name in inputs:
-                species |= set(inputs[name].species)
         uncovered = sorted(species - set(foundation.species))
         if uncovered:
             return f"the foundation model {foundation.label!r} does not cover {', '.join(uncovered)}"

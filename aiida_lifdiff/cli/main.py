@@ -317,3 +317,96 @@ def show(ctx: click.Context, pk: int, output: Path) -> None:
     if node.process_class is not DiffusionWorkChain:
         raise click.ClickException(f"node {pk} is a {node.__class__.__name__}, not a DiffusionWorkChain")
     _print_study(node, output)
+
+
+@cli.group()
+def dataset() -> None:
+    """Labelled datasets (DatasetData): import, export, list."""
+
+
+DATASET_FORMATS = ("extxyz", "deepmd/npy", "deepmd/raw")
+
+
+@dataset.command("import")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(DATASET_FORMATS), default="extxyz", show_default=True)
+@click.option("--source", default="", help="Where the frames come from (kept on the node; shown by `results`).")
+@click.option("--label", default=None, help="Node label (default: the file or folder name).")
+@click.pass_context
+def dataset_import(ctx: click.Context, path: Path, fmt: str, source: str, label: str | None) -> None:
+    """Store the labelled frames at PATH (an extxyz file, or a folder of DeePMD systems) as a DatasetData.
+
+    The same file stored twice is reused (matched by sha256), so re-running an import adds nothing.
+    """
+    _load_profile(ctx.obj["profile"])
+    from aiida import orm
+
+    from aiida_lifdiff.data.dataset import DatasetData
+    from aiida_lifdiff.datasets import DatasetError
+
+    try:
+        node = DatasetData.from_extxyz(path, source) if fmt == "extxyz" else DatasetData.from_deepmd(path, fmt, source)
+    except (DatasetError, FileNotFoundError) as exception:
+        raise click.ClickException(str(exception)) from exception
+    existing = (
+        orm.QueryBuilder().append(DatasetData, filters={"attributes.sha256": node.sha256}, project="*").first(flat=True)
+    )
+    if existing is not None:
+        click.echo(f"already stored: DatasetData<{existing.pk}> ({existing.n_frames} frames, uuid {existing.uuid})")
+        return
+    if label:
+        node.label = label
+    node.store()
+    summary = node.summary
+    click.echo(
+        f"stored DatasetData<{node.pk}>: {summary['n_frames']} frames, species {summary['species']}, labels "
+        f"{summary['labels']}, uuid {node.uuid}"
+    )
+
+
+@dataset.command("export")
+@click.argument("identifier")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(DATASET_FORMATS), default="extxyz", show_default=True)
+@click.pass_context
+def dataset_export(ctx: click.Context, identifier: str, target: Path, fmt: str) -> None:
+    """Write dataset IDENTIFIER (pk or uuid) to TARGET: an extxyz file, or a folder of DeePMD systems."""
+    _load_profile(ctx.obj["profile"])
+    from aiida import orm
+    from aiida.common.exceptions import MultipleObjectsError, NotExistent
+
+    from aiida_lifdiff.data.dataset import DatasetData
+
+    try:
+        node = orm.load_node(identifier)
+    except (NotExistent, MultipleObjectsError) as exception:
+        raise click.ClickException(f"no unique node {identifier!r}: {exception}") from exception
+    if not isinstance(node, DatasetData):
+        raise click.ClickException(f"node {identifier} is a {node.__class__.__name__}, not a DatasetData")
+    if fmt == "extxyz":
+        node.write_extxyz(target)
+        click.echo(f"wrote {node.n_frames} frames to {target}")
+    else:
+        systems = node.write_deepmd(target, fmt=fmt)
+        click.echo(f"wrote {node.n_frames} frames as {len(systems)} {fmt} system(s) under {target}")
+
+
+@dataset.command("list")
+@click.pass_context
+def dataset_list(ctx: click.Context) -> None:
+    """Every stored dataset with its size, labels and source."""
+    _load_profile(ctx.obj["profile"])
+    from aiida import orm
+    from tabulate import tabulate
+
+    from aiida_lifdiff.data.dataset import DatasetData
+
+    qb = orm.QueryBuilder().append(
+        DatasetData,
+        project=["id", "label", "attributes.n_frames", "attributes.labels", "attributes.source", "uuid"],
+    )
+    rows = [
+        [pk, label, n, ",".join(labels or []), (source or "")[:60], uuid]
+        for pk, label, n, labels, source, uuid in qb.all()
+    ]
+    click.echo(tabulate(rows, headers=["PK", "label", "frames", "labels", "source", "UUID"]) if rows else "no datasets")

@@ -99,7 +99,9 @@ class RunConfig:
         return f"lifdiff-md/{self.model['kind']}"
 
 
-def _number(data: Mapping, key: str, default: Any = None, *, positive: bool = True, allow_none: bool = False) -> Any:
+def number_setting(
+    data: Mapping, key: str, default: Any = None, *, positive: bool = True, allow_none: bool = False
+) -> Any:
     value = data.get(key, default)
     if value is None and allow_none:
         return None
@@ -110,7 +112,7 @@ def _number(data: Mapping, key: str, default: Any = None, *, positive: bool = Tr
     return float(value)
 
 
-def _integer(data: Mapping, key: str, default: Any = None, *, minimum: int = 1, allow_none: bool = False) -> Any:
+def integer_setting(data: Mapping, key: str, default: Any = None, *, minimum: int = 1, allow_none: bool = False) -> Any:
     value = data.get(key, default)
     if value is None and allow_none:
         return None
@@ -123,12 +125,12 @@ def _integer(data: Mapping, key: str, default: Any = None, *, minimum: int = 1, 
     return value
 
 
-def _resolve(base_dir: Path, value: str) -> Path:
+def resolve_path(base_dir: Path, value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else base_dir / path
 
 
-def _parse_model(spec: Any, base_dir: Path) -> dict:
+def parse_model_spec(spec: Any, base_dir: Path) -> dict:
     if not isinstance(spec, Mapping):
         raise InputError(f"'model' must be an object like {{'kind': 'mace', 'path': ...}}, got {spec!r}")
     kind = spec.get("kind")
@@ -142,7 +144,7 @@ def _parse_model(spec: Any, base_dir: Path) -> dict:
         head = spec.get("head")
         if head is not None and not isinstance(head, str):
             raise InputError(f"'model.head' must be a string, got {head!r}")
-        resolved = _resolve(base_dir, path)
+        resolved = resolve_path(base_dir, path)
         # A name such as 'medium-mpa-0' is only a foundation name when no such file exists.
         return {"kind": "mace", "path": str(resolved) if resolved.exists() else path, "head": head}
     if kind == "ase":
@@ -181,11 +183,11 @@ def _parse_members(value: Any, base_dir: Path) -> list[MemberSpec]:
         seen.add(name)
         if not isinstance(item["structure"], str):
             raise InputError(f"members[{index}].structure must be a file name, got {item['structure']!r}")
-        structure = _resolve(base_dir, item["structure"])
+        structure = resolve_path(base_dir, item["structure"])
         if not structure.is_file():
             raise InputError(f"member {name!r}: structure file {structure} does not exist")
-        temperature = _number(item, "temperature_K")
-        seed = _integer(item, "seed", minimum=0)
+        temperature = number_setting(item, "temperature_K")
+        seed = integer_setting(item, "seed", minimum=0)
         members.append(MemberSpec(name=name, structure=structure, temperature_K=temperature, seed=seed))
     return members
 
@@ -219,29 +221,29 @@ def parse_input(data: Any, base_dir: str | os.PathLike = ".") -> RunConfig:
     if restart is not None:
         if not isinstance(restart, str):
             raise InputError(f"'restart' must be a checkpoint file name, got {restart!r}")
-        restart_path = _resolve(base, restart)
+        restart_path = resolve_path(base, restart)
         if not restart_path.is_file():
             raise InputError(f"restart checkpoint {restart_path} does not exist")
     else:
         restart_path = None
     config = RunConfig(
-        model=_parse_model(data["model"], base),
+        model=parse_model_spec(data["model"], base),
         members=_parse_members(data["members"], base),
-        timestep_fs=_number(data, "timestep_fs"),
-        n_steps=_integer(data, "n_steps", minimum=1),
+        timestep_fs=number_setting(data, "timestep_fs"),
+        n_steps=integer_setting(data, "n_steps", minimum=1),
         device=device,
         dtype=dtype,
-        equilibration_steps=_integer(data, "equilibration_steps", 0, minimum=0),
-        dump_stride=_integer(data, "dump_stride", 10),
-        thermo_stride=_integer(data, "thermo_stride", 10),
-        thermostat_tau_fs=_number(thermostat, "tau_fs", 100.0),
-        checkpoint_stride=_integer(data, "checkpoint_stride", None, allow_none=True),
-        timeout_s=_number(data, "timeout_s", None, allow_none=True),
-        batch_size=_integer(data, "batch_size", None, allow_none=True),
+        equilibration_steps=integer_setting(data, "equilibration_steps", 0, minimum=0),
+        dump_stride=integer_setting(data, "dump_stride", 10),
+        thermo_stride=integer_setting(data, "thermo_stride", 10),
+        thermostat_tau_fs=number_setting(thermostat, "tau_fs", 100.0),
+        checkpoint_stride=integer_setting(data, "checkpoint_stride", None, allow_none=True),
+        timeout_s=number_setting(data, "timeout_s", None, allow_none=True),
+        batch_size=integer_setting(data, "batch_size", None, allow_none=True),
         restart=restart_path,
-        neighbor_skin_A=_number(data, "neighbor_skin_A", 1.0),
-        max_force_eV_A=_number(limits, "max_force_eV_A", 100.0),
-        max_temperature_ratio=_number(limits, "max_temperature_ratio", 5.0),
+        neighbor_skin_A=number_setting(data, "neighbor_skin_A", 1.0),
+        max_force_eV_A=number_setting(limits, "max_force_eV_A", 100.0),
+        max_temperature_ratio=number_setting(limits, "max_temperature_ratio", 5.0),
         raw=dict(data),
     )
     if config.max_temperature_ratio <= 1:
@@ -249,18 +251,22 @@ def parse_input(data: Any, base_dir: str | os.PathLike = ".") -> RunConfig:
     return config
 
 
-def load_input(path: str | os.PathLike) -> RunConfig:
-    """Read and validate an input JSON file; relative paths in it are relative to its folder."""
+def read_input_json(path: str | os.PathLike) -> tuple[Any, Path]:
+    """The parsed JSON of an input file and the folder its relative paths are relative to."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise InputError(f"cannot read input file {path}: {exc}") from exc
     try:
-        data = json.loads(text)
+        return json.loads(text), path.resolve().parent
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
-    return parse_input(data, path.resolve().parent)
+
+
+def load_input(path: str | os.PathLike) -> RunConfig:
+    """Read and validate an input JSON file; relative paths in it are relative to its folder."""
+    return parse_input(*read_input_json(path))
 
 
 def read_structure(member: MemberSpec):

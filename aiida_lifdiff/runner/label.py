@@ -81,10 +81,11 @@ import numpy as np
 from aiida_lifdiff.runner.io import (
     SUMMARY_FILE,
     InputError,
-    _integer,
-    _number,
-    _parse_model,
-    _resolve,
+    integer_setting,
+    number_setting,
+    parse_model_spec,
+    read_input_json,
+    resolve_path,
     write_json_atomic,
 )
 
@@ -136,7 +137,7 @@ def _parse_label_model(spec: Any, base_dir: Path) -> tuple[dict, list[str] | Non
     if kind not in MODEL_KINDS:
         raise InputError(f"'model.kind' must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
     if kind != "classical":
-        return _parse_model(spec, base_dir), species
+        return parse_model_spec(spec, base_dir), species
     unknown = set(spec) - {"kind", "parameters", "cutoff", "kspace_accuracy"}
     if unknown:
         raise InputError(f"unknown keys in 'model' (kind classical): {sorted(unknown)}")
@@ -145,7 +146,7 @@ def _parse_label_model(spec: Any, base_dir: Path) -> tuple[dict, list[str] | Non
     name = spec.get("parameters")
     if not isinstance(name, str) or not name.strip():
         raise InputError("'model.parameters' must name the JSON file of the classical parameters")
-    path = _resolve(base_dir, name)
+    path = resolve_path(base_dir, name)
     try:
         parameters = json.loads(path.read_text())
     except OSError as exc:
@@ -154,7 +155,7 @@ def _parse_label_model(spec: Any, base_dir: Path) -> tuple[dict, list[str] | Non
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(parameters, Mapping) or not isinstance(parameters.get("pairs"), Mapping):
         raise InputError(f"{path} is not a classical parameter table (no 'pairs' mapping)")
-    accuracy = _number(spec, "kspace_accuracy", DEFAULT_KSPACE_ACCURACY)
+    accuracy = number_setting(spec, "kspace_accuracy", DEFAULT_KSPACE_ACCURACY)
     if not accuracy < 1:
         raise InputError(f"'model.kspace_accuracy' must be a relative accuracy in (0, 1), got {accuracy!r}")
     own = parameters.get("species") or sorted({s for pair in parameters["pairs"] for s in str(pair).split("-")})
@@ -163,7 +164,7 @@ def _parse_label_model(spec: Any, base_dir: Path) -> tuple[dict, list[str] | Non
         "parameters": str(path),
         "table": dict(parameters),
         "species_order": list(own),
-        "cutoff": _number(spec, "cutoff", DEFAULT_CUTOFF),
+        "cutoff": number_setting(spec, "cutoff", DEFAULT_CUTOFF),
         "kspace_accuracy": accuracy,
     }
     return model, species if species is not None else sorted(set(own))
@@ -192,7 +193,7 @@ def parse_input(data: Any, base_dir: str | os.PathLike = ".") -> LabelConfig:
     frames = data["frames"]
     if not isinstance(frames, str) or not frames.strip():
         raise InputError(f"'frames' must be an extxyz file name, got {frames!r}")
-    frames_path = _resolve(base, frames)
+    frames_path = resolve_path(base, frames)
     if not frames_path.is_file():
         raise InputError(f"frames file {frames_path} does not exist")
     output = data.get("output", OUTPUT_FILE)
@@ -205,7 +206,7 @@ def parse_input(data: Any, base_dir: str | os.PathLike = ".") -> LabelConfig:
         output=output,
         device=device,
         dtype=dtype,
-        batch_size=_integer(data, "batch_size", DEFAULT_BATCH_SIZE, minimum=1),
+        batch_size=integer_setting(data, "batch_size", DEFAULT_BATCH_SIZE, minimum=1),
         compute_stress=compute_stress,
         species=species,
         raw=dict(data),
@@ -214,16 +215,7 @@ def parse_input(data: Any, base_dir: str | os.PathLike = ".") -> LabelConfig:
 
 def load_input(path: str | os.PathLike) -> LabelConfig:
     """Read and validate an input JSON file; relative paths in it are relative to its folder."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read input file {path}: {exc}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON: {exc}") from exc
-    return parse_input(data, path.resolve().parent)
+    return parse_input(*read_input_json(path))
 
 
 def read_frames(path: Path) -> list:

@@ -15,12 +15,14 @@ from aiida.engine import ToContext, WorkChain, if_
 
 from aiida_lifdiff.data.dataset import DatasetData
 from aiida_lifdiff.data.potential import PotentialData
-from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain
+from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain, validate_diffusion_inputs
 from aiida_lifdiff.workflows.finetune import DeepmdTrainWorkChain, FineTuneWorkChain
 from aiida_lifdiff.workflows.functions.benchmark import summarize_benchmark
 from aiida_lifdiff.workflows.functions.structures import create_lif_supercell, validate_supercell_settings
+from aiida_lifdiff.workflows.md import engine_for
 from aiida_lifdiff.workflows.training_data import TrainingDataWorkChain
 
+RUNNER_ONLY_SETTINGS = {"device", "dtype", "members_per_job"}
 TRAINERS = {"mace": ("train_mace", FineTuneWorkChain), "deepmd": ("train_deepmd", DeepmdTrainWorkChain)}
 
 
@@ -45,6 +47,10 @@ def validate_benchmark_inputs(inputs: dict, _) -> str | None:
         supercell["lattice_constant"].value if "lattice_constant" in supercell else None,
         supercell["interstitial_site"].value if "interstitial_site" in supercell else None,
     )
+
+
+def _validate_diffusion_namespace(inputs: dict, port) -> str | None:
+    return validate_diffusion_inputs({**inputs, "structure": None}, port)
 
 
 class BenchmarkWorkChain(WorkChain):
@@ -112,9 +118,13 @@ class BenchmarkWorkChain(WorkChain):
             exclude=("potential", "structure", "supercell"),
             namespace_options={"help": "The diffusion settings every potential runs with, and the MD codes."},
         )
+        # The structure reaches each DiffusionWorkChain at run time (built once here), so its namespace is
+        # checked as if one were given; every other setting is still refused before anything runs.
+        spec.inputs["diffusion"].validator = _validate_diffusion_namespace
         spec.inputs.validator = validate_benchmark_inputs
         spec.outline(
             cls.setup,
+            cls.run_given_diffusion,
             if_(cls.should_generate_data)(cls.generate_data, cls.inspect_data),
             if_(cls.should_train)(cls.train, cls.inspect_training),
             cls.run_diffusion,
@@ -198,20 +208,42 @@ class BenchmarkWorkChain(WorkChain):
             self.out(f"models.{name}", node.outputs.model)
             if "test_errors" in node.outputs:
                 self.out(f"test_errors.{name}", node.outputs.test_errors)
+        # The other potentials still run: a failed training costs its own row, not the study.
+        self.ctx.training_failed = failed
         if failed:
-            return self.exit_codes.ERROR_TRAINING_FAILED.format(
-                names=", ".join(f.split()[0] for f in failed), message="; ".join(failed)
-            )
+            self.report(f"training failed, continuing without: {'; '.join(failed)}")
+
+    def _submit_diffusion(self, name: str, potential: PotentialData):
+        inputs = AttributeDict(self.exposed_inputs(DiffusionWorkChain, "diffusion"))
+        inputs.potential = potential
+        inputs.structure = self.ctx.structure
+        settings = inputs.md_settings.get_dict()
+        if engine_for(potential, settings.get("engine")) == "lammps" and set(settings) & RUNNER_ONLY_SETTINGS:
+            # One study, one set of MD settings: the runner's device/dtype/batching do not apply to LAMMPS.
+            inputs.md_settings = orm.Dict({k: v for k, v in settings.items() if k not in RUNNER_ONLY_SETTINGS})
+        # "study/potential", so `aiida-lifdiff results --label STUDY` finds every row of the study.
+        label = f"{self.node.label}/{name}" if self.node.label else name
+        inputs.metadata = {"call_link_label": f"diffusion_{name}", "label": label}
+        return self.submit(DiffusionWorkChain, **inputs)
+
+    def run_given_diffusion(self) -> None:
+        """Start the potentials that exist already now: they need not wait for any training."""
+        self.ctx.early = {}
+        for name, potential in self.ctx.potentials.items():
+            self.ctx.early[name] = self._submit_diffusion(name, potential).pk
+        if self.ctx.early:
+            self.report(f"diffusion started for {', '.join(sorted(self.ctx.early))}")
 
     def run_diffusion(self):
         running = {}
         for name, potential in self.ctx.potentials.items():
-            inputs = AttributeDict(self.exposed_inputs(DiffusionWorkChain, "diffusion"))
-            inputs.potential = potential
-            inputs.structure = self.ctx.structure
-            inputs.metadata = {"call_link_label": f"diffusion_{name}", "label": name}
-            running[f"diffusion_{name}"] = self.submit(DiffusionWorkChain, **inputs)
-        self.report(f"diffusion for {', '.join(sorted(self.ctx.potentials))}")
+            if name not in self.ctx.early:
+                running[f"diffusion_{name}"] = self._submit_diffusion(name, potential)
+        if running:
+            self.report(f"diffusion started for {', '.join(sorted(k[len('diffusion_') :] for k in running))}")
+        # Wait for every diffusion, including those started before training (awaiting a finished one is a no-op).
+        for name, pk in self.ctx.early.items():
+            running[f"diffusion_{name}"] = orm.load_node(pk)
         return ToContext(**running)
 
     def results(self):
@@ -233,6 +265,11 @@ class BenchmarkWorkChain(WorkChain):
             metadata={"call_link_label": "summary"},
         )
         self.out("summary", summary)
+        if self.ctx.get("training_failed"):
+            failed_training = self.ctx.training_failed
+            return self.exit_codes.ERROR_TRAINING_FAILED.format(
+                names=", ".join(f.split()[0] for f in failed_training), message="; ".join(failed_training)
+            )
         for name, row in summary["rows"].items():
             if row.get("fit_ok"):
                 self.report(f"{name}: Ea = {row['Ea_eV']:.3f} +- {row['Ea_err_eV']:.3f} eV ({primary})")

@@ -85,6 +85,21 @@ class _ModelTrainingWorkChain(WorkChain):
         spec.exit_code(430, "ERROR_TRAINING_FAILED", message="The training calculation failed: {message}")
         spec.exit_code(431, "ERROR_EVALUATION_FAILED", message="The evaluation of {what} failed: {message}")
 
+    @classmethod
+    def _builder_from_values(cls, values: dict, code: orm.AbstractCode, dataset: DatasetData | None, evaluation_code):
+        """The shared part of both protocol builders: dataset, split, seed, code, walltime, evaluation code."""
+        builder = cls.get_builder()
+        if dataset is not None:
+            builder.dataset = dataset
+        builder.split = orm.Dict(values["split"])
+        builder.seed = orm.Int(values["seed"])
+        namespace = builder[cls._namespace]
+        namespace.code = code
+        namespace.metadata.options.max_wallclock_seconds = int(values["max_wallclock_seconds"])
+        if evaluation_code is not None:
+            builder.evaluate.label.code = evaluation_code
+        return builder
+
     def split(self) -> None:
         parts = split_dataset(self.inputs.dataset, self.inputs.split, self.inputs.seed)
         self.ctx.splits = parts
@@ -188,21 +203,13 @@ class FineTuneWorkChain(_ModelTrainingWorkChain):
     ):
         """A builder with the MACE settings of ``protocol`` in ``protocols/training.yaml``."""
         values = get_protocol_inputs("training", protocol, overrides)["mace"]
-        builder = cls.get_builder()
-        if dataset is not None:
-            builder.dataset = dataset
-        builder.split = orm.Dict(values["split"])
-        builder.seed = orm.Int(values["seed"])
-        builder.mace.code = code
+        builder = cls._builder_from_values(values, code, dataset, evaluation_code)
         builder.mace.mode = orm.Str(values["mode"] if foundation is None else values["finetune_mode"])
         flags = dict(values["flags"])
         if foundation is not None:
             flags.update(values.get("finetune_flags", {}))
             builder.mace.foundation = foundation
         builder.mace.parameters = orm.Dict(flags)
-        builder.mace.metadata.options.max_wallclock_seconds = int(values["max_wallclock_seconds"])
-        if evaluation_code is not None:
-            builder.evaluate.label.code = evaluation_code
         return builder
 
     def _models_to_evaluate(self) -> dict[str, PotentialData]:
@@ -253,14 +260,6 @@ class DeepmdTrainWorkChain(_ModelTrainingWorkChain):
     ):
         """A builder with the DeePMD settings of ``protocol`` in ``protocols/training.yaml``."""
         values = get_protocol_inputs("training", protocol, overrides)["deepmd"]
-        builder = cls.get_builder()
-        if dataset is not None:
-            builder.dataset = dataset
-        builder.split = orm.Dict(values["split"])
-        builder.seed = orm.Int(values["seed"])
-        builder.deepmd.code = code
+        builder = cls._builder_from_values(values, code, dataset, evaluation_code)
         builder.deepmd.parameters = orm.Dict(values["settings"])
-        builder.deepmd.metadata.options.max_wallclock_seconds = int(values["max_wallclock_seconds"])
-        if evaluation_code is not None:
-            builder.evaluate.label.code = evaluation_code
         return builder
