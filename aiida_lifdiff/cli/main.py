@@ -156,7 +156,8 @@ def _print_benchmark(node, output: Path | None) -> None:
         rows = []
         for name, model in node.outputs.models.items():
             lineage = training_lineage(model)
-            errors = node.outputs.test_errors[name].get_dict() if name in node.outputs.get("test_errors", {}) else {}
+            has_errors = "test_errors" in node.outputs and name in node.outputs.test_errors
+            errors = node.outputs.test_errors[name].get_dict() if has_errors else {}
             rows.append(
                 [
                     name,
@@ -265,6 +266,7 @@ def results(ctx: click.Context, potential_kind: str | None, label: str | None, f
                 r["pk"],
                 r["study"],
                 r["potential"],
+                "-" if r["train_frames"] is None else f"{r['train_frames']} frames",
                 r["mode"],
                 r["T_K"],
                 "-" if r["Ea_eV"] is None else f"{r['Ea_eV']:.3f} +- {r['Ea_err_eV']:.3f}",
@@ -281,6 +283,7 @@ def results(ctx: click.Context, potential_kind: str | None, label: str | None, f
                     "PK",
                     "study",
                     "potential",
+                    "trained on",
                     "D",
                     "T (K)",
                     "Ea (eV)",
@@ -303,7 +306,7 @@ def results(ctx: click.Context, potential_kind: str | None, label: str | None, f
 )
 @click.pass_context
 def show(ctx: click.Context, pk: int, output: Path) -> None:
-    """One study's D(T) table and Ea, writing its plot and tables into OUTPUT."""
+    """One study's D(T) table and Ea (every potential's, for a benchmark), writing plots and tables into OUTPUT."""
     _load_profile(ctx.obj["profile"])
     from aiida import orm
     from aiida.common.exceptions import NotExistent
@@ -314,9 +317,17 @@ def show(ctx: click.Context, pk: int, output: Path) -> None:
         node = orm.load_node(pk)
     except NotExistent as exception:
         raise click.ClickException(f"no node with pk {pk}") from exception
-    if node.process_class is not DiffusionWorkChain:
-        raise click.ClickException(f"node {pk} is a {node.__class__.__name__}, not a DiffusionWorkChain")
-    _print_study(node, output)
+    from aiida_lifdiff.workflows.benchmark import BenchmarkWorkChain
+
+    process_class = getattr(node, "process_class", None)
+    if process_class is BenchmarkWorkChain:
+        _print_benchmark(node, output)
+    elif process_class is DiffusionWorkChain:
+        _print_study(node, output)
+    else:
+        raise click.ClickException(
+            f"node {pk} is a {node.__class__.__name__}, not a DiffusionWorkChain or BenchmarkWorkChain"
+        )
 
 
 @cli.group()

@@ -17,7 +17,7 @@ from aiida_lifdiff.data.dataset import DatasetData
 from aiida_lifdiff.data.potential import PotentialData
 from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain, validate_diffusion_inputs
 from aiida_lifdiff.workflows.finetune import DeepmdTrainWorkChain, FineTuneWorkChain
-from aiida_lifdiff.workflows.functions.benchmark import summarize_benchmark
+from aiida_lifdiff.workflows.functions.benchmark import ARRHENIUS_PREFIX, POTENTIAL_PREFIX, summarize_benchmark
 from aiida_lifdiff.workflows.functions.structures import create_lif_supercell, validate_supercell_settings
 from aiida_lifdiff.workflows.md import engine_for
 from aiida_lifdiff.workflows.training_data import TrainingDataWorkChain
@@ -260,8 +260,8 @@ class BenchmarkWorkChain(WorkChain):
                 failed.append(f"{name} (exit {node.exit_status})")
         summary = summarize_benchmark(
             orm.Str(primary),
-            potentials=self.ctx.potentials,
-            arrhenius=arrhenius,
+            **{f"{POTENTIAL_PREFIX}{name}": node for name, node in self.ctx.potentials.items()},
+            **{f"{ARRHENIUS_PREFIX}{name}": node for name, node in arrhenius.items()},
             metadata={"call_link_label": "summary"},
         )
         self.out("summary", summary)

@@ -20,13 +20,19 @@ ROW_KEYS = (
 )
 
 
+POTENTIAL_PREFIX = "potential_"
+ARRHENIUS_PREFIX = "arrhenius_"
+
+
 @calcfunction
-def summarize_benchmark(primary_mode: orm.Str, potentials: dict, arrhenius: dict) -> orm.Dict:
+def summarize_benchmark(primary_mode: orm.Str, **nodes: orm.Data) -> orm.Dict:
     """Kind, label, lineage and the primary-mode Ea (with its error or the reason it is missing) per potential.
 
-    ``potentials`` and ``arrhenius`` are namespaces keyed by the potential's name in the study; a potential
-    without an Arrhenius result (its MD failed) gets a row that says so instead of a number.
+    ``nodes`` holds ``potential_<name>`` (PotentialData) and ``arrhenius_<name>`` (Dict) per potential of the
+    study; a potential without an Arrhenius result (its MD failed) gets a row that says so instead of a number.
     """
+    potentials = {k[len(POTENTIAL_PREFIX) :]: v for k, v in nodes.items() if k.startswith(POTENTIAL_PREFIX)}
+    arrhenius = {k[len(ARRHENIUS_PREFIX) :]: v for k, v in nodes.items() if k.startswith(ARRHENIUS_PREFIX)}
     rows = {}
     for name, potential in sorted(potentials.items()):
         row = {
