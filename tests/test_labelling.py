@@ -317,7 +317,7 @@ def test_dataset_with_an_extra_element_is_refused_before_submission(label_code, 
 def test_unlabelled_reference_and_bad_parameters_are_refused(label_code, tosi_fumi_lif, reference_frames):
     bare = reference_frames[0].copy()
     bare.calc = None
-    with pytest.raises(ValueError, match="the reference needs energy and forces"):
+    with pytest.raises(ValueError, match="the reference of an evaluation needs energy and forces"):
         run_evaluation(label_code, tosi_fumi_lif, DatasetData([bare]))
     with pytest.raises(ValueError, match="unknown label parameters"):
         run_label(label_code, tosi_fumi_lif, DatasetData([bare]), timestep_fs=1.0)

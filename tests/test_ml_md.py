@@ -67,8 +67,14 @@ def test_batched_members_each_get_a_trajectory(runner_code, random_mace, small_c
 
 def test_runner_timer_stop_is_continued_from_the_checkpoint(runner_code, random_mace, small_cell):
     results, node = run_runner(
-        runner_code, random_mace, small_cell, members(500.0, 700.0), n_steps=1500, timeout_s=2.0,
-        checkpoint_stride=100, max_iterations=40,
+        runner_code,
+        random_mace,
+        small_cell,
+        members(500.0, 700.0),
+        n_steps=1500,
+        timeout_s=2.0,
+        checkpoint_stride=100,
+        max_iterations=40,
     )
     assert node.is_finished_ok, node.exit_message
     calcs = [c for c in node.called if c.process_label == "LifdiffMdCalculation"]
@@ -81,7 +87,11 @@ def test_runner_timer_stop_is_continued_from_the_checkpoint(runner_code, random_
 
 def test_an_exploding_member_is_stopped_and_the_others_kept(runner_code, random_mace, small_cell):
     results, node = run_runner(
-        runner_code, random_mace, small_cell, members(500.0, 5.0e6), n_steps=200,
+        runner_code,
+        random_mace,
+        small_cell,
+        members(500.0, 5.0e6),
+        n_steps=200,
     )
     assert node.exit_status == MdWorkChain.exit_codes.ERROR_SOME_MEMBERS_FAILED.status, node.exit_message
     assert "m1" in node.exit_message

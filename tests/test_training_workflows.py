@@ -137,6 +137,11 @@ def test_finetuned_mace_beats_its_foundation_and_traces_back(codes, softened_dat
     foundation = results["foundation_test_errors"].get_dict()
     # Both evaluated by our own single points on the same held-out frames.
     assert tuned["n_frames"] == foundation["n_frames"] == results["splits"]["test"].n_frames
+    print(
+        f"held-out force RMSE: foundation {foundation['force_rmse_meV_per_A']:.1f}, fine-tuned "
+        f"{tuned['force_rmse_meV_per_A']:.1f} meV/A; energy {foundation['energy_rmse_meV_per_atom']:.2f} -> "
+        f"{tuned['energy_rmse_meV_per_atom']:.2f} meV/atom"
+    )
     assert tuned["force_rmse_meV_per_A"] < 0.7 * foundation["force_rmse_meV_per_A"], (tuned, foundation)
 
     model = results["model"]

@@ -17,7 +17,7 @@ from aiida.common.datastructures import CalcInfo, CodeInfo, CodeRunMode
 from aiida.common.folders import Folder
 from aiida.engine import CalcJob
 
-from aiida_lifdiff.data.dataset import DatasetData
+from aiida_lifdiff.data.dataset import DatasetData, unlabelled_problem
 from aiida_lifdiff.data.potential import PotentialData
 from aiida_lifdiff.training.deepmd import (
     LCURVE_FILE,
@@ -45,11 +45,7 @@ def _validate_parameters(value: orm.Dict | None, _) -> str | None:
 
 
 def _validate_dataset(value: DatasetData | None, _) -> str | None:
-    if value is not None and not value.labelled:
-        return (
-            f"dataset {value.pk or value.label!r} has no energy and force labels; dp can only train on labelled frames"
-        )
-    return None
+    return unlabelled_problem(value, "dp can only train on labelled frames")
 
 
 def resolved_type_map(inputs: Mapping[str, Any]) -> list[str]:

@@ -111,3 +111,14 @@ class DatasetData(orm.SinglefileData):
     def summary(self) -> dict[str, Any]:
         keys = ("n_frames", "n_atoms_total", "atoms_per_frame", "species", "labels", "labelled", "config_types")
         return {key: self.base.attributes.get(key) for key in keys} | {"source": self.source}
+
+
+def unlabelled_problem(dataset: DatasetData | None, purpose: str) -> str | None:
+    """The message for a port validator when ``dataset`` lacks energy or force labels, else None.
+
+    ``purpose`` says what needs the labels (e.g. "dp trains only on labelled frames").
+    """
+    if dataset is None or dataset.labelled:
+        return None
+    name = dataset.label or dataset.uuid
+    return f"the dataset {name!r} has no energy/force labels (it has {dataset.labels}): {purpose}"

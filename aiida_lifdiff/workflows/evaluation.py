@@ -11,7 +11,7 @@ from aiida import orm
 from aiida.engine import ToContext, WorkChain
 
 from aiida_lifdiff.calculations.label import LifdiffLabelCalculation, species_problem
-from aiida_lifdiff.data.dataset import DatasetData
+from aiida_lifdiff.data.dataset import DatasetData, unlabelled_problem
 from aiida_lifdiff.data.potential import PotentialData
 from aiida_lifdiff.workflows.functions.evaluation import compare_labels
 
@@ -19,11 +19,9 @@ from aiida_lifdiff.workflows.functions.evaluation import compare_labels
 def validate_evaluation_inputs(inputs: dict, _) -> str | None:
     """Refuse before anything runs: an unlabelled reference, or a potential that lacks some of its elements."""
     potential, dataset = inputs.get("potential"), inputs.get("dataset")
-    if dataset is not None and not dataset.labelled:
-        return (
-            f"dataset {dataset.label or dataset.pk!r} has labels {dataset.labels}: the reference needs energy and "
-            "forces"
-        )
+    message = unlabelled_problem(dataset, "the reference of an evaluation needs energy and forces")
+    if message:
+        return message
     if potential is not None and dataset is not None:
         return species_problem(potential, dataset)
     return None

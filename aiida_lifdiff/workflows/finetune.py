@@ -17,7 +17,7 @@ from aiida.engine import ToContext, WorkChain, if_
 
 from aiida_lifdiff.calculations.deepmd_train import LifdiffDeepmdTrainCalculation
 from aiida_lifdiff.calculations.mace_train import LifdiffMaceTrainCalculation
-from aiida_lifdiff.data.dataset import DatasetData
+from aiida_lifdiff.data.dataset import DatasetData, unlabelled_problem
 from aiida_lifdiff.data.potential import PotentialData
 from aiida_lifdiff.protocols import get_protocol_inputs
 from aiida_lifdiff.workflows.evaluation import EvaluationWorkChain
@@ -27,10 +27,7 @@ DEFAULT_SPLIT = {"train": 0.8, "valid": 0.1, "test": 0.1}
 
 
 def _validate_dataset(value: DatasetData, _) -> str | None:
-    if value is not None and not value.labelled:
-        name = value.label or value.uuid
-        return f"the dataset {name!r} has no energy/force labels; label it first (TrainingDataWorkChain)"
-    return None
+    return unlabelled_problem(value, "label it first (TrainingDataWorkChain)")
 
 
 def _validate_split(value: orm.Dict, _) -> str | None:
