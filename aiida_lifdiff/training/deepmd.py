@@ -130,6 +130,9 @@ def validate_deepmd_settings(settings: Mapping[str, Any]) -> str | None:
     for key in ("numb_steps", "decay_steps", "disp_freq", "save_freq", "valid_batches"):
         if not _is_int(s[key]) or s[key] < 1:
             return f"{key} must be a positive integer, got {s[key]!r}"
+    if s["decay_steps"] >= s["numb_steps"]:
+        # dp would silently replace decay_steps by its own default in that case.
+        return f"decay_steps ({s['decay_steps']}) must be smaller than numb_steps ({s['numb_steps']})"
     for key in ("numb_steps", "save_freq"):
         if s[key] % s["disp_freq"]:
             # deepmd-kit 3.2 (TF) checks for a checkpoint only on steps it also displays, and after the loop only
@@ -139,9 +142,6 @@ def validate_deepmd_settings(settings: Mapping[str, Any]) -> str | None:
                 f"{key} ({s[key]}) must be a multiple of disp_freq ({s['disp_freq']}): dp writes checkpoints only "
                 "on displayed steps"
             )
-    if s["decay_steps"] >= s["numb_steps"]:
-        # dp would silently replace decay_steps by its own default in that case.
-        return f"decay_steps ({s['decay_steps']}) must be smaller than numb_steps ({s['numb_steps']})"
     if not _is_int(s["seed"]) or s["seed"] < 0:
         return f"seed must be a non-negative integer, got {s['seed']!r}"
     batch = s["batch_size"]
