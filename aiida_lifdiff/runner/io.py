@@ -192,17 +192,22 @@ def _parse_members(value: Any, base_dir: Path) -> list[MemberSpec]:
     return members
 
 
+def check_input_keys(data: Any, allowed, required) -> None:
+    """Raise :class:`InputError` unless ``data`` is a mapping with every ``required`` and only ``allowed`` keys."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"the input must be a JSON object, got {type(data).__name__}")
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise InputError(f"unknown input keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise InputError(f"missing input keys {missing}")
+
+
 def parse_input(data: Any, base_dir: str | os.PathLike = ".") -> RunConfig:
     """Validate the input document; relative paths are taken relative to ``base_dir``."""
     base = Path(base_dir)
-    if not isinstance(data, Mapping):
-        raise InputError(f"the input must be a JSON object, got {type(data).__name__}")
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise InputError(f"unknown input keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
-    missing = [key for key in _REQUIRED_KEYS if key not in data]
-    if missing:
-        raise InputError(f"missing input keys {missing}")
+    check_input_keys(data, _TOP_KEYS, _REQUIRED_KEYS)
     device = data.get("device", "cpu")
     if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:\d+)?)$", device):
         raise InputError(f"'device' must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")

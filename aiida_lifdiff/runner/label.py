@@ -81,6 +81,7 @@ import numpy as np
 from aiida_lifdiff.runner.io import (
     SUMMARY_FILE,
     InputError,
+    check_input_keys,
     integer_setting,
     number_setting,
     parse_model_spec,
@@ -173,14 +174,7 @@ def _parse_label_model(spec: Any, base_dir: Path) -> tuple[dict, list[str] | Non
 def parse_input(data: Any, base_dir: str | os.PathLike = ".") -> LabelConfig:
     """Validate the input document; relative paths are taken relative to ``base_dir``."""
     base = Path(base_dir)
-    if not isinstance(data, Mapping):
-        raise InputError(f"the input must be a JSON object, got {type(data).__name__}")
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise InputError(f"unknown input keys {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
-    missing = [key for key in ("model", "frames") if key not in data]
-    if missing:
-        raise InputError(f"missing input keys {missing}")
+    check_input_keys(data, _TOP_KEYS, ("model", "frames"))
     device = data.get("device", "cpu")
     if not isinstance(device, str) or not re.match(r"^(cpu|cuda(:\d+)?)$", device):
         raise InputError(f"'device' must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
