@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,13 @@ _TOP_KEYS = {
     "{kind: mace, foundation: medium-mpa-0} | {kind: deepmd, path: FILE}",
     "code": "label of the code of the engine: lammps@localhost (classical, DeePMD) or lifdiff-md@localhost (MACE)",
     "potentials": "several potentials by name (a benchmark): each as `potential`, or {kind: mace|deepmd, train: {...}} "
-    "for a model trained in the study on the `training` data",
-    "training": "how trained potentials get their data: {protocol, sampler: NAME, labeller: NAME, data: {overrides}}",
+    "for a model trained in the study",
+    "reference": "name of the benchmark's reference potential (every Ea is compared with its Ea)",
+    "datasets": "labelled datasets by name, imported from files: {NAME: {path, format, source}}",
+    "training": "the training protocol and how the 'generated' dataset is made: {protocol, sampler: NAME, "
+    "labeller: NAME, iterations, finetune_from, initial_data, data: {overrides}}",
+    "evaluation": "the frames every potential is evaluated on: {data: NAME, frames: N, seed} (held out) or "
+    "{path, format, source} (a file)",
     "codes": "code labels by role: lammps, runner, label, mace_train, dp (defaults: <program>@localhost)",
     "structure": "overrides of the supercell: repeat, lattice_constant, interstitial_site",
     "temperatures_K": "list of temperatures (K), at least three",
@@ -31,8 +37,10 @@ _TOP_KEYS = {
     "max_wallclock_seconds": "scheduler walltime of each MD calculation",
 }
 _POTENTIAL_KEYS = {"kind", "model", "label", "path", "foundation", "train"}
-_TRAIN_KEYS = {"finetune_from", "flags", "settings", "split", "seed"}
-_TRAINING_KEYS = {"protocol", "sampler", "labeller", "data"}
+_TRAINING_KEYS = {"protocol", "sampler", "labeller", "iterations", "finetune_from", "initial_data", "data"}
+DATASET_FORMATS = ("extxyz", "deepmd/npy", "deepmd/raw")
+#: The dataset the `training` section generates, as trainings and the evaluation name it.
+GENERATED = "generated"
 DEFAULT_CODES = {
     "lammps": "lammps@localhost",
     "runner": "lifdiff-md@localhost",
@@ -62,6 +70,66 @@ class Study:
     potentials: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     codes: dict = field(default_factory=dict)
+    reference: str | None = None
+    #: Imported datasets by name: {path (absolute), format, source, label}.
+    datasets: dict = field(default_factory=dict)
+    #: {data, frames, seed} (held out of a dataset) or {path, format, source, label} (a file); empty: none.
+    evaluation: dict = field(default_factory=dict)
+
+    @property
+    def generates_data(self) -> bool:
+        """Whether the study makes the `generated` dataset (sampling MD + labelling)."""
+        return bool(self.training.get("sampler"))
+
+
+def study_schema() -> dict:
+    """The JSON schema of study files (``aiida_lifdiff/schemas/study.schema.json``; editors can use it too)."""
+    from importlib import resources
+
+    return json.loads(resources.files("aiida_lifdiff.schemas").joinpath("study.schema.json").read_text())
+
+
+def _describe_schema_error(error) -> str:
+    """One schema violation in the words of a study file: where, what is wrong, what is allowed."""
+    location = list(error.absolute_path)
+    where = ".".join(str(part) for part in location) or "the study"
+    kind, value, instance = error.validator, error.validator_value, error.instance
+    if location and location[0] == "temperatures_K":
+        if kind == "minItems":
+            return f"temperatures_K: an Arrhenius fit needs at least {value} temperatures, got {instance}"
+        if kind in ("exclusiveMinimum", "minimum"):
+            return f"temperatures_K: every temperature must be > 0 K, got {instance}"
+    if kind == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(instance) - set(allowed))
+        return f"{where}: unknown key(s) {unknown}; allowed: {allowed}"
+    if kind == "required":
+        missing = sorted(set(value) - set(instance))
+        return f"{where}: missing key(s) {missing}"
+    if kind == "enum":
+        return f"{where} must be one of {value}, got {instance!r}"
+    if kind == "type":
+        return f"{where} must be of type {value}, got {instance!r}"
+    if kind in ("minimum", "exclusiveMinimum"):
+        return f"{where} must be {'>=' if kind == 'minimum' else '>'} {value}, got {instance!r}"
+    if kind == "minItems":
+        return f"{where} needs at least {value} item(s), got {instance!r}"
+    if kind == "minProperties":
+        return f"{where} needs at least {value} entry, e.g. {{reference: {{kind: classical}}}}"
+    if kind == "pattern":
+        return f"{where}: name {instance!r} must be letters, digits and '_' (it becomes an AiiDA link label)"
+    if kind == "oneOf" and where == "evaluation":
+        return "evaluation: give either {data: DATASET, frames: N, seed: S} or {path: FILE, format, source}"
+    return f"{where}: {error.message}"
+
+
+def _check_schema(raw: dict, path: Path) -> None:
+    """Structure and types, against the study schema; the first (most relevant) violation is reported."""
+    import jsonschema
+
+    errors = list(jsonschema.Draft7Validator(study_schema()).iter_errors(raw))
+    if errors:
+        raise StudyError(f"{path}: {_describe_schema_error(jsonschema.exceptions.best_match(errors))}")
 
 
 def _unknown(keys: set, allowed: set | dict, where: str) -> None:
@@ -81,7 +149,7 @@ def load_study(path: str | Path) -> Study:
         raise StudyError(f"{path}: not valid YAML: {exception}") from exception
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: a study is a mapping of keys ({', '.join(_TOP_KEYS)}), got {type(raw).__name__}")
-    _unknown(set(raw), _TOP_KEYS, str(path))
+    _check_schema(raw, path)
 
     protocols = load_protocols("diffusion")
     protocol = raw.get("protocol", protocols["default_protocol"])
@@ -95,16 +163,29 @@ def load_study(path: str | Path) -> Study:
         potential = _check_potential(raw["potential"], path, "potential")
         if "train" in potential:
             raise StudyError(f"{path}: potential: a trained potential belongs in 'potentials' (a benchmark)")
+        for key in ("reference", "datasets", "training", "evaluation"):
+            if key in raw:
+                raise StudyError(f"{path}: '{key}' belongs to a benchmark ('potentials'), not a one-potential study")
     else:
         potential = {}
-        if not isinstance(raw["potentials"], dict) or not raw["potentials"]:
-            raise StudyError(f"{path}: 'potentials' must map names to potentials, e.g. {{reference: {{kind: ...}}}}")
         for name, spec in raw["potentials"].items():
-            if not str(name).isidentifier():
-                # The name becomes an AiiDA link label (letters, digits and underscores).
-                raise StudyError(f"{path}: potential name {name!r} must be letters, digits and '_' (e.g. tosi_fumi)")
             potentials[str(name)] = _check_potential(spec, path, f"potentials.{name}")
-    training = _check_training(raw.get("training"), potentials, path)
+    datasets = {
+        str(name): _check_dataset_file(spec, path, f"datasets.{name}")
+        for name, spec in (raw.get("datasets") or {}).items()
+    }
+    reference = raw.get("reference")
+    if potentials:
+        if reference is None:
+            raise StudyError(
+                f"{path}: a benchmark needs 'reference': the name of the potential every Ea is compared with "
+                f"(one of {sorted(potentials)})"
+            )
+        if reference not in potentials:
+            raise StudyError(f"{path}: reference {reference!r} is not one of the potentials {sorted(potentials)}")
+    training = _check_training(raw.get("training"), potentials, datasets, path)
+    evaluation = _check_evaluation(raw.get("evaluation"), datasets, training, path)
+    _check_trainings(potentials, datasets, training, evaluation, path)
     codes = dict(DEFAULT_CODES)
     if "codes" in raw:
         if not isinstance(raw["codes"], dict):
@@ -150,6 +231,9 @@ def load_study(path: str | Path) -> Study:
         potentials=potentials,
         training=training,
         codes=codes,
+        reference=reference,
+        datasets=datasets,
+        evaluation=evaluation,
     )
 
 
@@ -181,49 +265,63 @@ def _check_potential(potential: Any, path: Path, where: str) -> dict:
                 raise StudyError(f"{path}: {where}: model file {model_path} does not exist")
             potential["path"] = str(model_path)
         if "train" in potential:
-            train = potential["train"] or {}
-            if not isinstance(train, dict):
-                raise StudyError(f"{path}: {where}: 'train' must be a mapping (may be empty)")
-            _unknown(set(train), _TRAIN_KEYS, f"{path}: {where}: train")
-            potential["train"] = dict(train)
+            potential["train"] = dict(potential["train"] or {})
     else:
         raise StudyError(f"{path}: {where}: unknown potential kind {kind!r}; expected classical, mace or deepmd")
     return potential
 
 
-def _check_training(training: Any, potentials: dict, path: Path) -> dict:
-    """The validated ``training`` section; required when a potential is trained in the study."""
-    trained = {name: spec for name, spec in potentials.items() if "train" in spec}
-    if not trained:
-        if training:
-            raise StudyError(f"{path}: 'training' is given but no potential has 'train'")
-        return {}
-    if not isinstance(training, dict):
-        raise StudyError(f"{path}: potentials {sorted(trained)} are trained here: give 'training' (sampler, labeller)")
-    _unknown(set(training), _TRAINING_KEYS, f"{path}: training")
-    for kind in ("mace", "deepmd"):
-        names = [name for name, spec in trained.items() if spec["kind"] == kind]
-        if len(names) > 1:
-            raise StudyError(f"{path}: one trained {kind} potential per study for now, got {names}")
-    for role in ("sampler", "labeller"):
-        name = training.get(role)
-        if name not in potentials or "train" in potentials[name]:
-            given = sorted(n for n, spec in potentials.items() if "train" not in spec)
-            raise StudyError(f"{path}: training.{role} must name one of the given (not trained) potentials {given}")
-    for name, spec in trained.items():
-        source = spec["train"].get("finetune_from")
-        if source is not None and (
-            source not in potentials or potentials[source]["kind"] != "mace" or "train" in potentials[source]
-        ):
-            raise StudyError(f"{path}: potentials.{name}.train.finetune_from must name a given mace potential")
-        if source is not None and spec["kind"] != "mace":
-            raise StudyError(f"{path}: potentials.{name}: only MACE models are fine-tuned from a foundation")
+def _check_dataset_file(spec: dict, path: Path, where: str) -> dict:
+    """A validated copy of a dataset file entry (path made absolute; the file must exist)."""
+    entry = dict(spec)
+    entry.setdefault("format", "extxyz")
+    location = (path.parent / entry["path"]).resolve()
+    if not location.exists():
+        raise StudyError(
+            f"{path}: {where}: {location} does not exist (an extxyz file, or a folder of DeePMD systems for "
+            "format deepmd/npy or deepmd/raw)"
+        )
+    entry["path"] = str(location)
+    return entry
+
+
+def _check_training(training: Any, potentials: dict, datasets: dict, path: Path) -> dict:
+    """The validated ``training`` section (protocol; sampler and labeller when it generates data)."""
+    training = dict(training or {})
     protocols = load_protocols("training")
     protocol = training.get("protocol", protocols["default_protocol"])
     if protocol not in protocols["protocols"]:
         raise StudyError(
             f"{path}: training: unknown protocol {protocol!r}; available: {sorted(protocols['protocols'])}"
         )
+    training["protocol"] = protocol
+    given = sorted(name for name, spec in potentials.items() if "train" not in spec)
+    generation_keys = sorted(
+        {"sampler", "labeller", "iterations", "finetune_from", "initial_data", "data"} & set(training)
+    )
+    if not generation_keys:
+        return training
+    for role in ("sampler", "labeller"):
+        if training.get(role) not in given:
+            raise StudyError(
+                f"{path}: training generates data ({generation_keys}): training.{role} must name one of the given "
+                f"(not trained) potentials {given}"
+            )
+    iterations = training.get("iterations", 1)
+    if iterations > 1:
+        source = training.get("finetune_from")
+        if source is None and potentials[training["sampler"]]["kind"] == "mace":
+            source = training["sampler"]
+        if source not in given or potentials[source]["kind"] != "mace":
+            raise StudyError(
+                f"{path}: training.iterations > 1 fine-tunes a MACE model after each round: training.finetune_from "
+                "must name a given MACE potential (default: the sampler, when it is MACE)"
+            )
+        training["finetune_from"] = source
+    elif "finetune_from" in training:
+        raise StudyError(f"{path}: training.finetune_from is for iterative sampling (iterations > 1)")
+    if "initial_data" in training and training["initial_data"] not in datasets:
+        raise StudyError(f"{path}: training.initial_data must name one of the datasets {sorted(datasets)}")
     data = get_protocol_inputs("training", protocol, {"data": training.get("data") or {}})["data"]
     from aiida_lifdiff.sampling import validate_sampling
     from aiida_lifdiff.workflows.diffusion import md_parameters_from_settings
@@ -235,7 +333,60 @@ def _check_training(training: Any, potentials: dict, path: Path) -> dict:
         md_parameters_from_settings(data["md_settings"], [])
     except (ValueError, TypeError) as exception:
         raise StudyError(f"{path}: training.data.md_settings: {exception}") from exception
-    return {**training, "protocol": protocol}
+    return training
+
+
+def _check_evaluation(evaluation: Any, datasets: dict, training: dict, path: Path) -> dict:
+    """The validated ``evaluation`` section: frames held out of a named dataset, or a dataset file."""
+    if not evaluation:
+        return {}
+    if "path" in evaluation:
+        return _check_dataset_file(evaluation, path, "evaluation")
+    evaluation = {"seed": 0, **evaluation}
+    source = evaluation["data"]
+    if source == GENERATED:
+        if not training.get("sampler"):
+            raise StudyError(f"{path}: evaluation.data is {GENERATED!r} but 'training' generates no data (sampler)")
+    elif source not in datasets:
+        raise StudyError(f"{path}: evaluation.data must name one of the datasets {sorted(datasets)} or {GENERATED!r}")
+    return evaluation
+
+
+def _check_trainings(potentials: dict, datasets: dict, training: dict, evaluation: dict, path: Path) -> None:
+    """Each trained potential's `train` section, checked as the BenchmarkWorkChain will (before any node)."""
+    from aiida_lifdiff.workflows.benchmark import training_spec_problem
+
+    generated = bool(training.get("sampler"))
+    mace = {name for name, spec in potentials.items() if spec["kind"] == "mace" and "train" not in spec}
+    for name, spec in potentials.items():
+        if "train" not in spec:
+            continue
+        train = spec["train"]
+        if "data" not in train:
+            if generated:
+                train["data"] = GENERATED
+            elif len(datasets) == 1:
+                train["data"] = next(iter(datasets))
+            else:
+                raise StudyError(
+                    f"{path}: potentials.{name}.train.data: name the dataset to train on (one of {sorted(datasets)}"
+                    + (f" or {GENERATED!r}" if generated else "")
+                    + "), or give 'training' a sampler and labeller to generate one"
+                )
+        message = training_spec_problem(
+            name,
+            {"kind": spec["kind"], **train},
+            protocol=training["protocol"],
+            # Frame counts are known once the files are read (build time); the WorkChain checks them again.
+            datasets={**{n: None for n in datasets}, **({GENERATED: None} if generated else {})},
+            mace_potentials=mace,
+            generated=generated,
+        )
+        if message:
+            raise StudyError(f"{path}: {message.replace(f'trainings.{name}', f'potentials.{name}.train', 1)}")
+    uses_generated = any(spec.get("train", {}).get("data") == GENERATED for spec in potentials.values())
+    if generated and not uses_generated and evaluation.get("data") != GENERATED:
+        raise StudyError(f"{path}: 'training' generates data (sampler) but no potential trains on {GENERATED!r}")
 
 
 def _engine_of(kind: str, requested: str | None) -> str:
@@ -283,11 +434,12 @@ def _check_values(inputs: dict, path: Path) -> None:
         raise StudyError(f"{path}: analysis: {message}")
 
 
-def load_potential(study: Study, spec: dict | None = None):
+def load_potential(study: Study, spec: dict | None = None, name: str = "potential"):
     """The (unstored) PotentialData a study names; a clear StudyError when its model cannot be used."""
     from aiida_lifdiff.data.potential import PotentialData
 
     spec = spec if spec is not None else study.potential
+    where = name if name == "potential" else f"potentials.{name}"
     try:
         if spec["kind"] == "classical":
             node = PotentialData.tosi_fumi_lif()
@@ -296,12 +448,42 @@ def load_potential(study: Study, spec: dict | None = None):
         else:
             node = PotentialData.from_model_file(spec["kind"], spec["path"])
     except (ValueError, FileNotFoundError, RuntimeError) as exception:
-        raise StudyError(f"{study.path}: potential: {exception}") from exception
+        raise StudyError(f"{study.path}: {where}: {exception}") from exception
     if spec.get("label"):
         node.label = spec["label"]
     if not node.covers(("Li", "F")):
-        raise StudyError(f"{study.path}: the potential covers {node.species}; LiF needs Li and F")
+        raise StudyError(f"{study.path}: {where}: the potential covers {node.species}; LiF needs Li and F")
     return node
+
+
+def load_dataset(study: Study, entry: dict, where: str):
+    """The (unstored) DatasetData of a dataset file entry; a StudyError when the file cannot be read."""
+    from aiida_lifdiff.data.dataset import DatasetData
+    from aiida_lifdiff.datasets import DatasetError
+
+    try:
+        if entry["format"] == "extxyz":
+            node = DatasetData.from_extxyz(entry["path"], entry.get("source", ""))
+        else:
+            node = DatasetData.from_deepmd(entry["path"], entry["format"], entry.get("source", ""))
+    except (DatasetError, FileNotFoundError, ValueError) as exception:
+        raise StudyError(f"{study.path}: {where}: {exception}") from exception
+    node.label = entry.get("label") or Path(entry["path"]).name
+    if not node.labelled:
+        raise StudyError(f"{study.path}: {where}: the frames carry no energy and forces (labels {node.labels})")
+    return node
+
+
+def _stored_dataset(node):
+    """The stored dataset with the same file (sha256), else ``node`` stored: importing twice adds nothing."""
+    from aiida import orm
+
+    from aiida_lifdiff.data.dataset import DatasetData
+
+    existing = (
+        orm.QueryBuilder().append(DatasetData, filters={"attributes.sha256": node.sha256}, project="*").first(flat=True)
+    )
+    return existing if existing is not None else node.store()
 
 
 def _load_code(study: Study, label: str):
@@ -317,32 +499,78 @@ def _load_code(study: Study, label: str):
         ) from exception
 
 
-def build_builder(study: Study):
+class _Resolver:
+    """Codes, potentials and datasets of a study: stored (submission) or unstored with problems listed (dry run).
+
+    In a dry run nothing is written to the database, and what cannot be resolved (a code not set up, a
+    foundation file not placed, a dataset folder missing) is collected in ``problems`` instead of raised, so
+    the plan can still be printed with everything that must be fixed before submitting.
+    """
+
+    def __init__(self, study: Study, store: bool):
+        self.study = study
+        self.store = store
+        self.problems: list[str] = []
+
+    def _attempt(self, load):
+        try:
+            return load()
+        except StudyError as exception:
+            if self.store:
+                raise
+            self.problems.append(str(exception).replace(f"{self.study.path}: ", "", 1))
+            return None
+
+    def code(self, role: str):
+        return self._attempt(lambda: _load_code(self.study, self.study.codes[role]))
+
+    def potential(self, name: str, spec: dict):
+        from aiida_lifdiff.data.potential import PotentialData
+
+        node = self._attempt(lambda: load_potential(self.study, spec, name))
+        return PotentialData.get_or_create(node) if node is not None and self.store else node
+
+    def dataset(self, entry: dict, where: str):
+        node = self._attempt(lambda: load_dataset(self.study, entry, where))
+        return _stored_dataset(node) if node is not None and self.store else node
+
+
+def build_builder(study: Study, store: bool = True, problems: list[str] | None = None):
     """The builder of a validated study (needs a loaded profile with the codes): a DiffusionWorkChain for one
-    potential, a BenchmarkWorkChain for several."""
-    if study.potentials:
-        return build_benchmark_builder(study)
-    from aiida_lifdiff.data.potential import PotentialData
-    from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain
+    potential, a BenchmarkWorkChain for several.
 
-    code = _load_code(study, study.code)
-    potential = PotentialData.get_or_create(load_potential(study))
-    inputs = study.inputs
-    overrides = {k: inputs[k] for k in inputs}
-    builder = DiffusionWorkChain.get_builder_from_protocol(code, potential, study.protocol, overrides)
-    builder.metadata.label = study.name
-    builder.metadata.description = study.description
-    return builder
+    ``store=False`` (a dry run) stores nothing; whatever cannot be resolved is appended to ``problems``
+    (which must then be given) instead of raising, and the builder lacks those inputs.
+    """
+    resolver = _Resolver(study, store)
+    try:
+        if study.potentials:
+            return build_benchmark_builder(study, resolver)
+        from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain
+
+        code = resolver._attempt(lambda: _load_code(study, study.code))
+        potential = resolver.potential("potential", study.potential)
+        if code is None or potential is None:
+            builder = DiffusionWorkChain.get_builder()
+        else:
+            overrides = {k: study.inputs[k] for k in study.inputs}
+            builder = DiffusionWorkChain.get_builder_from_protocol(code, potential, study.protocol, overrides)
+        builder.metadata.label = study.name
+        builder.metadata.description = study.description
+        return builder
+    finally:
+        if problems is not None:
+            problems.extend(resolver.problems)
 
 
-def build_benchmark_builder(study: Study):
-    """The BenchmarkWorkChain builder of a study with ``potentials`` (and ``training`` for trained ones)."""
+def build_benchmark_builder(study: Study, resolver: _Resolver | None = None):
+    """The BenchmarkWorkChain builder of a study with ``potentials`` (trained ones built inside the study)."""
     from aiida import orm
 
-    from aiida_lifdiff.data.potential import PotentialData
     from aiida_lifdiff.workflows.benchmark import BenchmarkWorkChain
     from aiida_lifdiff.workflows.md import engine_for
 
+    resolver = resolver or _Resolver(study, store=True)
     inputs = study.inputs
     builder = BenchmarkWorkChain.get_builder()
     builder.metadata.label = study.name
@@ -350,16 +578,30 @@ def build_benchmark_builder(study: Study):
     builder.supercell.repeat = orm.Int(inputs["supercell"]["repeat"])
     builder.supercell.lattice_constant = orm.Float(inputs["supercell"]["lattice_constant"])
     builder.supercell.interstitial_site = orm.Str(inputs["supercell"]["interstitial_site"])
+    builder.reference = orm.Str(study.reference)
 
     given = {}
     for name, spec in study.potentials.items():
         if "train" not in spec:
-            node = PotentialData.get_or_create(load_potential(study, spec))
-            given[name] = node
+            node = resolver.potential(name, spec)
+            if node is not None:
+                given[name] = node
     builder.potentials = given
     engines = {engine_for(node) for node in given.values()} | {
         "runner" if spec["kind"] == "mace" else "lammps" for spec in study.potentials.values() if "train" in spec
     }
+    # A given potential that could not be loaded (dry run) still needs its engine's code.
+    engines |= {
+        "runner" if spec["kind"] == "mace" else "lammps"
+        for name, spec in study.potentials.items()
+        if "train" not in spec and name not in given
+    }
+    datasets = {}
+    for name, entry in study.datasets.items():
+        node = resolver.dataset(entry, f"datasets.{name}")
+        if node is not None:
+            datasets[name] = node
+    builder.datasets = datasets
 
     diffusion = builder.diffusion
     diffusion.temperatures = orm.List([float(t) for t in inputs["temperatures_K"]])
@@ -367,65 +609,93 @@ def build_benchmark_builder(study: Study):
     diffusion.md_settings = orm.Dict({k: v for k, v in inputs["md_settings"].items() if v is not None})
     diffusion.analysis = orm.Dict(inputs["analysis"])
     walltime = int(inputs["max_wallclock_seconds"])
-    if "lammps" in engines:
-        diffusion.md.lammps.code = _load_code(study, study.codes["lammps"])
-        diffusion.md.lammps.metadata.options.max_wallclock_seconds = walltime
-    if "runner" in engines:
-        diffusion.md.lifdiff_md.code = _load_code(study, study.codes["runner"])
-        diffusion.md.lifdiff_md.metadata.options.max_wallclock_seconds = walltime
+    for engine, namespace, role in (("lammps", "lammps", "lammps"), ("runner", "lifdiff_md", "runner")):
+        if engine in engines:
+            code = resolver.code(role)
+            if code is not None:
+                diffusion.md[namespace].code = code
+                diffusion.md[namespace].metadata.options.max_wallclock_seconds = walltime
 
-    trained = {spec["kind"]: (name, spec) for name, spec in study.potentials.items() if "train" in spec}
-    if not trained:
-        return builder
+    training = study.training
+    protocol = training.get("protocol")
+    trained = {name: spec for name, spec in study.potentials.items() if "train" in spec}
+    label_code = resolver.code("label") if trained or study.evaluation else None
+    if protocol:
+        builder.training_protocol = orm.Str(protocol)
+    if trained:
+        builder.trainings = orm.Dict({name: {"kind": spec["kind"], **spec["train"]} for name, spec in trained.items()})
+        for kind, role in (("mace", "mace_train"), ("deepmd", "dp")):
+            if any(spec["kind"] == kind for spec in trained.values()):
+                code = resolver.code(role)
+                if code is not None:
+                    builder.codes[role] = code
+    if label_code is not None:
+        builder.codes.label = label_code
+
+    if study.evaluation:
+        if "path" in study.evaluation:
+            node = resolver.dataset(study.evaluation, "evaluation")
+            if node is not None:
+                builder.evaluation.dataset = node
+        else:
+            builder.evaluation.source = orm.Str(study.evaluation["data"])
+            builder.evaluation.frames = orm.Int(study.evaluation["frames"])
+            builder.evaluation.seed = orm.Int(study.evaluation.get("seed", 0))
+
+    if study.generates_data:
+        _build_training_data(study, builder, given, datasets, resolver, label_code, walltime)
+    return builder
+
+
+def _build_training_data(study: Study, builder, given: dict, datasets: dict, resolver, label_code, walltime: int):
+    """The `training_data` namespace: sampling MD with the sampler, labels by the labeller, optionally iterative."""
+    from aiida import orm
+
+    from aiida_lifdiff.workflows.md import engine_for
+
     training = study.training
     protocol = training["protocol"]
     values = get_protocol_inputs("training", protocol, {"data": training.get("data") or {}})
     data = builder.training_data
-    data.sampler = given[training["sampler"]]
-    data.labeller = given[training["labeller"]]
+    sampler, labeller = given.get(training["sampler"]), given.get(training["labeller"])
+    if sampler is not None:
+        data.sampler = sampler
+    if labeller is not None:
+        data.labeller = labeller
     data.temperatures = orm.List([float(t) for t in values["data"]["temperatures_K"]])
     data.md_settings = orm.Dict(values["data"]["md_settings"])
     data.sampling = orm.Dict(values["data"]["sampling"])
     data.seed = orm.Int(values["data"]["seed"])
-    sampler_engine = engine_for(data.sampler)
-    namespace = "lammps" if sampler_engine == "lammps" else "lifdiff_md"
-    data.md[namespace].code = _load_code(study, study.codes["lammps" if sampler_engine == "lammps" else "runner"])
-    data.md[namespace].metadata.options.max_wallclock_seconds = walltime
-    label_code = _load_code(study, study.codes["label"])
-    data.label.code = label_code
-    builder.trained_names = orm.Dict({kind: name for kind, (name, _) in trained.items()})
-
-    if "mace" in trained:
+    iterations = int(training.get("iterations", 1))
+    data.iterations = orm.Int(iterations)
+    if training.get("initial_data") in datasets:
+        data.initial_dataset = datasets[training["initial_data"]]
+    sampler_kind = study.potentials[training["sampler"]]["kind"]
+    sampler_engine = engine_for(sampler) if sampler is not None else ("lammps" if sampler_kind != "mace" else "runner")
+    engines = {sampler_engine} | ({"runner"} if iterations > 1 else set())
+    for engine in engines:
+        namespace, role = ("lammps", "lammps") if engine == "lammps" else ("lifdiff_md", "runner")
+        code = resolver.code(role)
+        if code is not None:
+            data.md[namespace].code = code
+            data.md[namespace].metadata.options.max_wallclock_seconds = walltime
+    if label_code is not None:
+        data.label.code = label_code
+    if iterations > 1:
         from aiida_lifdiff.workflows.finetune import FineTuneWorkChain
 
-        name, spec = trained["mace"]
-        train = spec["train"]
-        foundation = given[train["finetune_from"]] if train.get("finetune_from") else None
-        overrides = {"mace": {k: train[k] for k in ("flags", "split", "seed") if k in train}}
-        sub_builder = FineTuneWorkChain.get_builder_from_protocol(
-            _load_code(study, study.codes["mace_train"]),
-            dataset=None,
-            protocol=protocol,
-            overrides=overrides,
-            foundation=foundation,
-            evaluation_code=label_code,
-        )
-        assign_inputs(builder.train_mace, sub_builder._inputs(prune=True))
-    if "deepmd" in trained:
-        from aiida_lifdiff.workflows.finetune import DeepmdTrainWorkChain
-
-        name, spec = trained["deepmd"]
-        train = spec["train"]
-        overrides = {"deepmd": {k: train[k] for k in ("settings", "split", "seed") if k in train}}
-        sub_builder = DeepmdTrainWorkChain.get_builder_from_protocol(
-            _load_code(study, study.codes["dp"]),
-            dataset=None,
-            protocol=protocol,
-            overrides=overrides,
-            evaluation_code=label_code,
-        )
-        assign_inputs(builder.train_deepmd, sub_builder._inputs(prune=True))
-    return builder
+        foundation = given.get(training["finetune_from"])
+        code = resolver.code("mace_train")
+        if code is not None and foundation is not None:
+            sub_builder = FineTuneWorkChain.get_builder_from_protocol(
+                code,
+                dataset=None,
+                protocol=protocol,
+                overrides={"mace": {"finetune_mode": "naive_finetune"}},
+                foundation=foundation,
+                evaluation_code=label_code,
+            )
+            assign_inputs(data.finetune, sub_builder._inputs(prune=True))
 
 
 def assign_inputs(namespace, values: dict) -> None:

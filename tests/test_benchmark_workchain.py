@@ -8,7 +8,11 @@ or the reason there is none).
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
+from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_lifdiff.queries import arrhenius_results, training_lineage
@@ -28,17 +32,24 @@ seeds: [5]
 md: {timestep_fs: 2.0, production_ps: 2.0, equilibration_ps: 0.2, frame_interval_fs: 50.0,
      dtype: float32}
 analysis: {n_blocks: 2}
+reference: reference
 potentials:
   reference: {kind: classical, model: tosi-fumi-lif}
   mace: {kind: mace, train: {flags: {max_num_epochs: 3, start_swa: 2, batch_size: 4}}}
-  deepmd: {kind: deepmd, train: {settings: {numb_steps: 400, decay_steps: 100}}}
+  deepmd: {kind: deepmd, train: {frames: 16, settings: {numb_steps: 400, decay_steps: 100}}}
 training:
   sampler: reference
   labeller: reference
   data:
     temperatures_K: [600.0, 1000.0]
     md_settings: {production_ps: 1.0, equilibration_ps: 0.2}
+evaluation: {data: generated, frames: 6}
 """
+
+
+def _positions(dataset) -> list[bytes]:
+    """A fingerprint per frame (its rounded positions), to check that two datasets share no frame."""
+    return [np.round(atoms.positions, 6).tobytes() for atoms in dataset.get_frames()]
 
 
 @pytest.fixture(scope="module")
@@ -64,25 +75,49 @@ def test_benchmark_study_trains_and_compares(all_codes, tmp_path):
     # 452 (no Ea for some potential) is an honest outcome of 2 ps runs; anything else is a failure.
     assert node.exit_status in (0, 452), node.exit_message
 
-    dataset = results["dataset"]
+    dataset = results["generated_dataset"]
     assert dataset.n_frames == 2 * 10 + 2 * 2 + 2 * 2  # MD frames + 20 % rattled + 20 % strained
+    evaluation_set = results["evaluation_set"]
+    assert evaluation_set.n_frames == 6
     assert set(results["models"]) == {"mace", "deepmd"}
-    for name in ("mace", "deepmd"):
+    for name, frames in (("mace", dataset.n_frames - 6), ("deepmd", 16)):
         lineage = training_lineage(results["models"][name])
-        assert lineage["dataset_uuid"] == dataset.uuid
-        assert lineage["train_frames"] + lineage["valid_frames"] + lineage["test_frames"] == dataset.n_frames
+        assert lineage["train_frames"] + lineage["valid_frames"] + lineage["test_frames"] == frames
         errors = results["test_errors"][name].get_dict()
         assert errors["n_frames"] == lineage["test_frames"] and errors["force_rmse_meV_per_A"] > 0
+        # No model saw an evaluation frame: its training frames trace back to the rest of the dataset only.
+        train = orm.load_node(lineage["train_uuid"])
+        assert not set(_positions(train)) & set(_positions(evaluation_set))
 
-    rows = results["summary"]["rows"]
-    assert set(rows) == {"reference", "mace", "deepmd"}
+    comparison = results["comparison"].get_dict()
+    rows = comparison["rows"]
+    assert comparison["reference"] == "reference" and set(rows) == {"reference", "mace", "deepmd"}
+    assert comparison["evaluation_set"]["n_frames"] == 6
     for name, row in rows.items():
         assert row["kind"] == {"reference": "classical", "mace": "mace", "deepmd": "deepmd"}[name]
+        assert [p["temperature_K"] for p in row["D_T"]] == [700.0, 900.0, 1100.0]
+        assert row["eval_n_frames"] == 6
         if row["fit_ok"]:
-            assert row["Ea_err_eV"] > 0
+            assert row["Ea_compare_err_eV"] >= row["Ea_err_eV"] > 0
         else:
             assert row["reason"], f"{name}: no Ea and no reason"
+    # The reference labelled the evaluation set itself: its own errors there are zero (to the labels' rounding).
+    assert rows["reference"]["eval_force_rmse_meV_per_A"] < 1e-3
+    assert rows["reference"]["eval_energy_rmse_meV_per_atom"] < 1e-3
+    for name in ("mace", "deepmd"):
+        assert rows[name]["eval_force_rmse_meV_per_A"] > 1.0  # tiny models trained for seconds are not exact
+        assert rows[name]["train_frames"] == training_lineage(results["models"][name])["train_frames"]
+        if rows[name]["fit_ok"] and rows["reference"]["fit_ok"]:
+            delta = rows[name]["Ea_eV"] - rows["reference"]["Ea_eV"]
+            combined = math.hypot(rows[name]["Ea_compare_err_eV"], rows["reference"]["Ea_compare_err_eV"])
+            assert rows[name]["delta_Ea_eV"] == pytest.approx(delta)
+            assert rows[name]["delta_sigma"] == pytest.approx(delta / combined)
+        else:
+            assert "delta_sigma" not in rows[name]
     assert (node.exit_status == 0) == all(row["fit_ok"] for row in rows.values())
+    for figure in ("arrhenius_overlay", "parity_overlay"):
+        with results[figure].open(mode="rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
     # Runner settings went to the MACE runs only; LAMMPS runs had them stripped, not refused.
     diffusions = {c.inputs.potential.kind: c for c in node.called if c.process_label == "DiffusionWorkChain"}

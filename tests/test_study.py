@@ -35,7 +35,8 @@ def test_classical_study_is_valid():
     assert study.potential["kind"] == "classical" and not study.potentials
 
 
-BENCHMARK = """potentials:
+BENCHMARK = """reference: ref
+potentials:
   ref: {kind: classical}
   mace: {kind: mace, train: {}}
 training: {sampler: ref, labeller: ref}
@@ -52,25 +53,45 @@ def test_overrides_merge_into_the_protocol(tmp_path):
     ("text", "message"),
     [
         ("potential: {kind: classical}\ntemperature: [1, 2, 3]\n", r"unknown key\(s\) \['temperature'\]"),
-        ("potential: {kind: classical}\ntemperatures_K: [800, 900]\n", "at least 3 distinct temperatures"),
+        ("potential: {kind: classical}\ntemperatures_K: [800, 900]\n", "at least 3 temperatures"),
         ("potential: {kind: classical}\ntemperatures_K: [800, 900, 900]\n", "at least 3 distinct temperatures"),
-        ("potential: {kind: classical}\ntemperatures_K: [800, 900, -5]\n", "must all be > 0 K"),
+        ("potential: {kind: classical}\ntemperatures_K: [800, 900, -5]\n", "every temperature must be > 0 K"),
+        ("potential: {kind: classical}\ntemperatures_K: [800, 900, 0]\n", "every temperature must be > 0 K"),
         ("name: x\n", "either 'potential' .* or 'potentials'"),
         ("potential: {kind: mace, train: {}}\n", "a trained potential belongs in 'potentials'"),
-        (BENCHMARK.replace("training: {sampler: ref, labeller: ref}\n", ""), r"give 'training' \(sampler, labeller\)"),
+        (
+            BENCHMARK.replace("training: {sampler: ref, labeller: ref}\n", ""),
+            "train.data: name the dataset to train on",
+        ),
         (BENCHMARK.replace("sampler: ref", "sampler: mace"), "training.sampler must name one of the given"),
         (BENCHMARK.replace("labeller: ref", "labeller: nobody"), "training.labeller must name one of the given"),
-        (BENCHMARK.replace("train: {}", "train: {epochs: 3}"), r"train: unknown key\(s\) \['epochs'\]"),
-        (BENCHMARK.replace("train: {}", "train: {finetune_from: ref}"), "finetune_from must name a given mace"),
+        (BENCHMARK.replace("train: {}", "train: {epochs: 3}"), r"potentials.mace.train: unknown key\(s\) \['epochs'\]"),
+        (BENCHMARK.replace("train: {}", "train: {finetune_from: ref}"), "finetune_from must name a given MACE"),
+        (BENCHMARK.replace("reference: ref\n", ""), "a benchmark needs 'reference'"),
+        (BENCHMARK.replace("reference: ref", "reference: dft"), "reference 'dft' is not one of the potentials"),
+        (BENCHMARK.replace("train: {}", "train: {data: dft}"), "train.data must name one of the datasets"),
+        (BENCHMARK.replace("train: {}", "train: {frames: 0}"), r"potentials.mace.train.frames must be >= 1"),
+        (BENCHMARK.replace("train: {}", "train: {flags: {foundation_model: medium}}"), "potentials.mace.train.flags"),
+        (BENCHMARK + "datasets: {dft: {path: nowhere}}\n", r"datasets.dft: .*nowhere does not exist"),
+        (BENCHMARK + "evaluation: {data: dft, frames: 10}\n", "evaluation.data must name one of the datasets"),
+        (BENCHMARK + "evaluation: {frames: 10}\n", r"evaluation: missing key\(s\) \['data'\]"),
+        (BENCHMARK.replace("labeller: ref}", "labeller: ref, iterations: 2}"), "training.iterations > 1"),
+        (BENCHMARK.replace("mace: {kind: mace, train: {}}", "mace: {kind: deepmd, train: {flags: {}}}"), "MACE only"),
+        (
+            BENCHMARK.replace(
+                "mace: {kind: mace, train: {}}", "mace: {kind: deepmd, train: {settings: {numb_steps: 7}}}"
+            ),
+            "numb_steps",
+        ),
         (BENCHMARK.replace("labeller: ref}", "labeller: ref, protocol: slow}"), "training: unknown protocol 'slow'"),
         (BENCHMARK.replace("ref, labeller: ref}", "ref, labeller: ref, data: {sampling: {every: 0}}}"), "every"),
         (BENCHMARK + "code: lammps@localhost\n", "names its codes under 'codes'"),
         (BENCHMARK + "codes: {gpu: x}\n", r"codes: unknown key\(s\) \['gpu'\]"),
         ("potentials:\n  ref: {kind: classical, train: {}}\n", "classical potentials are not trained here"),
-        ("potentials:\n  a b: {kind: classical}\n", "potential name 'a b'"),
+        ("potentials:\n  a b: {kind: classical}\n", "potentials: name 'a b' must be letters, digits and '_'"),
         ("potential: {kind: classical, modle: x}\n", r"potential: unknown key\(s\) \['modle'\]"),
-        ("potential: {kind: classical}\nstructure: {repeat: 0}\n", "repeat entries must be integers >= 1"),
-        ("potential: {kind: classical}\nstructure: {lattice_constant: -4}\n", "positive number"),
+        ("potential: {kind: classical}\nstructure: {repeat: 0}\n", "structure.repeat must be >= 1, got 0"),
+        ("potential: {kind: classical}\nstructure: {lattice_constant: -4}\n", "structure.lattice_constant must be > 0"),
         ("potential: {kind: classical}\nstructure: {interstitial_site: octa}\n", "unknown interstitial_site"),
         ("potential: {kind: classical}\nmd: {production_ps: 0.0105}\n", "whole number"),
         ("potential: {kind: classical}\nmd: {timestep_fs: 0}\n", "timestep_fs must be > 0"),
@@ -79,7 +100,7 @@ def test_overrides_merge_into_the_protocol(tmp_path):
         ("potential: {kind: classical}\nprotocol: fast\n", "unknown protocol 'fast'"),
         ("potential: {kind: mace}\n", "exactly one of 'path'"),
         ("potential: {kind: deepmd, path: missing.pb}\n", "model file .* does not exist"),
-        ("potential: {kind: eam}\n", "unknown potential kind 'eam'"),
+        ("potential: {kind: eam}\n", r"potential.kind must be one of \['classical', 'mace', 'deepmd'\], got 'eam'"),
         ("potential: {kind: classical}\nmd: {engine: runner}\n", "cannot run in 'runner'"),
         ("potential: [kind, classical\n", "not valid YAML"),
         ("- a\n- b\n", "a study is a mapping"),

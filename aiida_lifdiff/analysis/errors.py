@@ -27,7 +27,7 @@ from ase import Atoms
 
 from aiida_lifdiff.datasets import frame_labels
 
-__all__ = ["POSITION_TOLERANCE_A", "label_errors", "parity_plot"]
+__all__ = ["POSITION_TOLERANCE_A", "label_errors", "parity_overlay", "parity_plot"]
 
 #: Largest position (and cell) difference, in A, for two frames to count as the same structure.
 POSITION_TOLERANCE_A = 1e-6
@@ -184,6 +184,59 @@ def parity_plot(
         ax_f.set_title(f"force components ({errors['n_force_components']})")
         if len(names) > 1:
             ax_f.legend(fontsize="small", loc="lower right", markerscale=4)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        out = Path(path)
+        fig.savefig(out, dpi=150)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def parity_overlay(
+    reference_frames: Sequence[Atoms],
+    predictions: dict[str, Sequence[Atoms]],
+    path: str | os.PathLike[str],
+    title: str = "",
+) -> Path:
+    """PNG with energy and force parity panels of several potentials on the same reference frames.
+
+    Each potential gets one colour and its RMSE in the legend (from :func:`label_errors`, which also checks
+    that its frames correspond to the reference). Returns the path written.
+    """
+    reference_frames = list(reference_frames)
+    reference = _labels(reference_frames, "reference")
+    e_ref = np.array([r["energy"] / len(a) for r, a in zip(reference, reference_frames)])
+    f_ref = np.concatenate([r["forces"].ravel() for r in reference])
+
+    plt = _pyplot()
+    fig, (ax_e, ax_f) = plt.subplots(1, 2, figsize=(10.0, 4.6))
+    try:
+        for colour, (name, frames) in enumerate(predictions.items()):
+            frames = list(frames)
+            errors = label_errors(reference_frames, frames)
+            predicted = _labels(frames, "predicted")
+            e_pred = np.array([p["energy"] / len(a) for p, a in zip(predicted, frames)])
+            f_pred = np.concatenate([p["forces"].ravel() for p in predicted])
+            style = {"color": f"C{colour % 10}", "alpha": 0.6}
+            ax_e.plot(e_ref, e_pred, "o", ms=3, label=f"{name}: {errors['energy_rmse_meV_per_atom']:.3g}", **style)
+            ax_f.plot(f_ref, f_pred, ".", ms=2, label=f"{name}: {errors['force_rmse_meV_per_A']:.3g}", **style)
+        for ax, unit, legend in (
+            (ax_e, "eV/atom", "RMSE (meV/atom)"),
+            (ax_f, "eV/$\\AA$", "RMSE (meV/$\\AA$)"),
+        ):
+            low, high = ax.get_xlim()
+            low, high = min(low, ax.get_ylim()[0]), max(high, ax.get_ylim()[1])
+            ax.plot([low, high], [low, high], "-", color="0.3", lw=0.8, zorder=0)
+            ax.set_xlim(low, high)
+            ax.set_ylim(low, high)
+            ax.set_aspect("equal")
+            ax.set_xlabel(f"reference ({unit})")
+            ax.set_ylabel(f"predicted ({unit})")
+            ax.legend(fontsize="small", title=legend, title_fontsize="small", markerscale=3, loc="upper left")
+        ax_e.set_title(f"energy ({len(reference_frames)} frames)")
+        ax_f.set_title(f"force components ({f_ref.size})")
         if title:
             fig.suptitle(title)
         fig.tight_layout()

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrhenius import ArrheniusResult, arrhenius_extrapolate
+from .arrhenius import K_B_EV_K, ArrheniusResult, arrhenius_extrapolate
 
-__all__ = ["plot_arrhenius", "plot_msd"]
+__all__ = ["plot_arrhenius", "plot_arrhenius_overlay", "plot_msd"]
 
 
 def _pyplot():
@@ -125,6 +125,76 @@ def plot_msd(
         ax.plot(t_fit, 6.0 * D * t_fit + offset, "--", color="C1", label=f"6Dt, D = {D:.3g} A$^2$/ps")
         ax.set_xlabel("lag time (ps)")
         ax.set_ylabel("MSD (A$^2$)")
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        out = Path(path)
+        fig.savefig(out, dpi=150)
+    finally:
+        plt.close(fig)
+    return out
+
+
+def plot_arrhenius_overlay(
+    rows: Sequence[dict],
+    path: str | os.PathLike[str],
+    reference: str | None = None,
+    title: str = "",
+) -> Path:
+    """Several potentials' D(T) with error bars and fitted lines on one Arrhenius plot.
+
+    Args:
+        rows: comparison rows (:func:`aiida_lifdiff.analysis.comparison.comparison_row`): ``name``, ``D_T``
+            points (``temperature_K``, ``D_cm2_s``, ``D_err_cm2_s``, ``diffusive``) and, for a successful fit,
+            ``Ea_eV``, ``Ea_compare_err_eV`` and ``D0_cm2_s``. Points without a diffusive regime are drawn
+            hollow (they were not fitted); a potential without a fit gets points and no line.
+        path: output PNG file.
+        reference: name of the reference potential, drawn in black.
+        title: figure title.
+
+    Returns:
+        The path written.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    try:
+        colour_index = 0
+        for row in rows:
+            if row["name"] == reference:
+                colour = "k"
+            else:
+                colour = f"C{colour_index % 10}"
+                colour_index += 1
+            points = [p for p in row.get("D_T", []) if p.get("D_cm2_s") is not None and p["D_cm2_s"] > 0]
+            label = row["name"]
+            if row.get("fit_ok"):
+                label += f": {row['Ea_eV']:.3f} $\\pm$ {row.get('Ea_compare_err_eV', row['Ea_err_eV']):.3f} eV"
+            else:
+                label += ": no fit"
+            for diffusive, marker_face in ((True, colour), (False, "none")):
+                chosen = [p for p in points if bool(p.get("diffusive", True)) == diffusive]
+                if not chosen:
+                    continue
+                ax.errorbar(
+                    [1000.0 / p["temperature_K"] for p in chosen],
+                    [p["D_cm2_s"] for p in chosen],
+                    yerr=[p.get("D_err_cm2_s") or 0.0 for p in chosen],
+                    fmt="o",
+                    mfc=marker_face,
+                    color=colour,
+                    capsize=3,
+                    label=label,
+                )
+                label = None  # one legend entry per potential
+            if row.get("fit_ok") and points:
+                temperatures = np.array([p["temperature_K"] for p in points], dtype=float)
+                t_line = np.linspace(temperatures.min() * 0.97, temperatures.max() * 1.03, 100)
+                d_line = row["D0_cm2_s"] * np.exp(-row["Ea_eV"] / (K_B_EV_K * t_line))
+                ax.plot(1000.0 / t_line, d_line, "-", color=colour, lw=1.2)
+        ax.set_yscale("log")
+        ax.set_xlabel("1000 / T (1/K)")
+        ax.set_ylabel("D (cm$^2$/s)")
         if title:
             ax.set_title(title)
         ax.legend(fontsize="small")

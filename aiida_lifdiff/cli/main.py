@@ -173,19 +173,47 @@ def _print_benchmark(node, output: Path | None) -> None:
         click.echo(
             tabulate(rows, headers=["model", "kind", "train", "test", "E RMSE (meV/atom)", "F RMSE (meV/A)", "UUID"])
         )
-    if "summary" in node.outputs:
-        summary = node.outputs.summary.get_dict()
+    if "comparison" in node.outputs:
+        comparison = node.outputs.comparison.get_dict()
+        reference = comparison.get("reference")
         rows = []
-        for name, row in summary["rows"].items():
-            ea = f"{row['Ea_eV']:.3f} +- {row['Ea_err_eV']:.3f}" if row.get("fit_ok") else f"- ({row.get('reason')})"
-            rows.append([name, row["kind"], ea, _number(row.get("chi2_dof"), ".2f")])
-        click.echo(f"\n== activation energies ({summary['primary_mode']} D)")
-        click.echo(tabulate(rows, headers=["potential", "kind", "Ea (eV)", "chi2/dof"]))
+        for name, row in comparison["rows"].items():
+            if row.get("fit_ok"):
+                ea = f"{row['Ea_eV']:.3f} +- {row['Ea_compare_err_eV']:.3f}"
+            else:
+                ea = f"- ({row.get('reason')})"
+            delta = "-"
+            if "delta_sigma" in row:
+                delta = f"{row['delta_Ea_eV']:+.3f} +- {row['delta_Ea_err_eV']:.3f} ({row['delta_sigma']:+.1f} sigma)"
+            rows.append(
+                [
+                    name + (" (reference)" if name == reference else ""),
+                    row.get("kind", "-"),
+                    "-" if row.get("train_frames") is None else row["train_frames"],
+                    ea,
+                    _number(row.get("chi2_dof"), ".2f"),
+                    delta,
+                    _number(row.get("eval_energy_rmse_meV_per_atom"), ".2f"),
+                    _number(row.get("eval_force_rmse_meV_per_A"), ".1f"),
+                ]
+            )
+        evaluation = comparison.get("evaluation_set")
+        where = f", errors on the {evaluation['n_frames']}-frame evaluation set" if evaluation else ""
+        click.echo(f"\n== activation energies ({comparison['primary_mode']} D{where})")
+        headers = ["potential", "kind", "trained on", "Ea (eV)", "chi2/dof", "Ea - reference (eV)", "E RMSE", "F RMSE"]
+        click.echo(tabulate(rows, headers=headers))
+        click.echo("Ea errors are 1 sigma (Birge-scaled where chi2/dof > 1); E RMSE in meV/atom, F RMSE in meV/A.")
         if output is not None:
             output.mkdir(parents=True, exist_ok=True)
             path = output / f"benchmark-{node.pk}.json"
-            path.write_text(json.dumps(summary, indent=2))
-            click.echo(f"summary: {path}")
+            path.write_text(json.dumps(comparison, indent=2))
+            click.echo(f"comparison: {path}")
+            for figure in ("arrhenius_overlay", "parity_overlay"):
+                if figure in node.outputs:
+                    target = output / f"benchmark-{node.pk}-{figure}.png"
+                    with node.outputs[figure].open(mode="rb") as handle:
+                        target.write_bytes(handle.read())
+                    click.echo(f"{figure.replace('_', ' ')}: {target}")
 
 
 def _number(value, spec: str) -> str:

@@ -1,46 +1,209 @@
-"""``BenchmarkWorkChain``: the study as one process: potentials (given or trained here) -> Arrhenius each.
+"""``BenchmarkWorkChain``: the whole study as one process: a reference and candidate potentials -> a comparison.
 
-Steps: build the supercell; optionally generate a labelled dataset (``TrainingDataWorkChain``); train
-the requested models on it (``FineTuneWorkChain`` for MACE, ``DeepmdTrainWorkChain`` for DeePMD, in
-parallel); then one ``DiffusionWorkChain`` per potential, all with the same settings, in parallel.
-Every model's node links back through its training calculation and the dataset splits to the
-labelled frames, the labeller and the sampling MD.
+Steps:
+
+1. build the supercell; start the diffusion of every potential that exists already (it waits for nothing);
+2. optionally generate a labelled dataset (``TrainingDataWorkChain``, named ``generated``);
+3. hold out the shared evaluation set, and draw each trained model's frames (``select_frames``);
+4. train every requested model (``FineTuneWorkChain`` for MACE, zero-shot foundations excepted,
+   ``DeepmdTrainWorkChain`` for DeePMD), all in parallel; a failed training costs its own row;
+5. one ``DiffusionWorkChain`` per trained model, and one ``EvaluationWorkChain`` per potential on the
+   evaluation set, all with the same settings;
+6. ``compare_potentials``: the comparison table (Ea, D0, D(T) with errors, the difference to the reference
+   in units of the combined error, evaluation-set errors), an Arrhenius overlay and a parity overlay.
+
+Every model's node links back through its training calculation and the dataset selections and splits to
+the labelled frames, the labeller and the sampling MD (or the imported dataset).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, if_
 
-from aiida_lifdiff.data.dataset import DatasetData
+from aiida_lifdiff.data.dataset import DatasetData, unlabelled_problem
 from aiida_lifdiff.data.potential import PotentialData
+from aiida_lifdiff.protocols import get_protocol_inputs, load_protocols
 from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain, validate_diffusion_inputs
+from aiida_lifdiff.workflows.evaluation import EvaluationWorkChain
 from aiida_lifdiff.workflows.finetune import DeepmdTrainWorkChain, FineTuneWorkChain
-from aiida_lifdiff.workflows.functions.benchmark import ARRHENIUS_PREFIX, POTENTIAL_PREFIX, summarize_benchmark
+from aiida_lifdiff.workflows.functions.benchmark import (
+    ARRHENIUS_PREFIX,
+    EVALUATION_PREFIX,
+    EVALUATION_SET,
+    POTENTIAL_PREFIX,
+    PREDICTIONS_PREFIX,
+    TEST_ERRORS_PREFIX,
+    compare_potentials,
+)
+from aiida_lifdiff.workflows.functions.datasets import select_frames, validate_split
 from aiida_lifdiff.workflows.functions.structures import create_lif_supercell, validate_supercell_settings
 from aiida_lifdiff.workflows.md import engine_for
 from aiida_lifdiff.workflows.training_data import TrainingDataWorkChain
 
 RUNNER_ONLY_SETTINGS = {"device", "dtype", "members_per_job"}
-TRAINERS = {"mace": ("train_mace", FineTuneWorkChain), "deepmd": ("train_deepmd", DeepmdTrainWorkChain)}
+#: The dataset a ``training_data`` namespace produces, as training specs and the evaluation name it.
+GENERATED = "generated"
+TRAINING_KEYS = {
+    "kind": "mace or deepmd",
+    "data": f"name of the dataset to train on: one of `datasets`, or {GENERATED!r} (made by `training_data`)",
+    "frames": "number of frames drawn (seeded) from that dataset for this model, split by `split` (default: all)",
+    "finetune_from": "MACE only: name of a given MACE potential to fine-tune (default: train from scratch)",
+    "replay": "MACE only: name of a dataset replayed in multihead fine-tuning",
+    "flags": "MACE only: mace_run_train flags over the protocol's",
+    "settings": "DeePMD only: training settings over the protocol's",
+    "split": "fractions {train, valid, test} of the drawn frames",
+    "seed": "seed of the frame draw and of the split",
+}
+TRAINERS = {"mace": FineTuneWorkChain, "deepmd": DeepmdTrainWorkChain}
+
+
+def training_spec_problem(
+    name: str,
+    spec: Any,
+    *,
+    protocol: str | None,
+    datasets: dict[str, int],
+    mace_potentials: set[str] | list[str],
+    generated: bool,
+) -> str | None:
+    """A message if training spec ``name`` cannot run, else None (shared by the study loader and the validator).
+
+    ``datasets`` maps the names of the available datasets to the frames a model may train on (None when not
+    known before the run, e.g. a generated dataset); ``mace_potentials`` are the names of given MACE potentials
+    a model may be fine-tuned from; ``generated``: whether the study generates the ``generated`` dataset.
+    """
+    from aiida_lifdiff.training.deepmd import validate_deepmd_settings
+    from aiida_lifdiff.training.mace import validate_mace_settings
+
+    where = f"trainings.{name}"
+    if not isinstance(spec, dict):
+        return f"{where} must be a mapping of {sorted(TRAINING_KEYS)}"
+    unknown = sorted(set(spec) - set(TRAINING_KEYS))
+    if unknown:
+        return f"{where}: unknown key(s) {unknown}; allowed: {sorted(TRAINING_KEYS)}"
+    kind = spec.get("kind")
+    if kind not in TRAINERS:
+        return f"{where}.kind must be one of {sorted(TRAINERS)}, got {kind!r}"
+    data = spec.get("data")
+    if data == GENERATED:
+        if not generated:
+            return f"{where}.data is {GENERATED!r} but no `training_data` generates a dataset"
+    elif data not in datasets:
+        return f"{where}.data must name one of the datasets {sorted(datasets)} or {GENERATED!r}, got {data!r}"
+    frames = spec.get("frames")
+    if frames is not None:
+        if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+            return f"{where}.frames must be a positive integer, got {frames!r}"
+        available = datasets.get(data)
+        if available is not None and frames > available:
+            return f"{where}.frames is {frames} but dataset {data!r} has only {available} frames to train on"
+    message = validate_split(spec.get("split") or {"train": 0.8, "valid": 0.1, "test": 0.1}, frames)
+    if message:
+        return f"{where}.split: {message}"
+    seed = spec.get("seed", 1)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        return f"{where}.seed must be a non-negative integer, got {seed!r}"
+    values = get_protocol_inputs("training", protocol)[kind]
+    if kind == "deepmd":
+        wrong = sorted({"finetune_from", "replay", "flags"} & set(spec))
+        if wrong:
+            return f"{where}: {wrong} apply to MACE only"
+        message = validate_deepmd_settings({**values["settings"], **(spec.get("settings") or {})})
+        return f"{where}.settings: {message}" if message else None
+    if "settings" in spec:
+        return f"{where}: 'settings' applies to DeePMD only (MACE takes 'flags')"
+    source = spec.get("finetune_from")
+    if source is not None and source not in mace_potentials:
+        return f"{where}.finetune_from must name a given MACE potential {sorted(mace_potentials)}, got {source!r}"
+    replay = spec.get("replay")
+    if replay is not None:
+        if replay not in datasets and replay != GENERATED:
+            return f"{where}.replay must name one of the datasets {sorted(datasets)}, got {replay!r}"
+        if source is None:
+            return f"{where}.replay is for multihead fine-tuning: give `finetune_from` as well"
+    mode = _mace_mode(values, source is not None, replay is not None)
+    flags = {**values["flags"], **(values.get("finetune_flags", {}) if source else {}), **(spec.get("flags") or {})}
+    message = validate_mace_settings(flags, has_foundation=source is not None, has_replay=replay is not None, mode=mode)
+    return f"{where}.flags: {message}" if message else None
+
+
+def _mace_mode(values: dict, finetune: bool, replay: bool) -> str:
+    if not finetune:
+        return values["mode"]
+    return "multihead_finetune" if replay else "naive_finetune"
 
 
 def validate_benchmark_inputs(inputs: dict, _) -> str | None:
     """Refuse a study that cannot run, before anything is stored."""
-    potentials = inputs.get("potentials", {})
-    names = inputs["trained_names"].get_dict() if "trained_names" in inputs else {}
-    trained = [names.get(kind, kind) for kind, (namespace, _) in TRAINERS.items() if namespace in inputs]
-    if not potentials and not trained:
-        return "the study has no potential: give `potentials` and/or `train_mace` / `train_deepmd`"
-    clashes = set(potentials) & set(trained)
+    potentials = dict(inputs.get("potentials", {}))
+    specs = inputs["trainings"].get_dict() if "trainings" in inputs else {}
+    if not potentials and not specs:
+        return "the study has no potential: give `potentials` and/or `trainings`"
+    clashes = sorted(set(potentials) & set(specs))
     if clashes:
-        return f"the names {sorted(clashes)} are used for a given potential and for a trained one"
-    if trained and "training_data" not in inputs and "dataset" not in inputs:
-        return "training a model needs a `dataset` or `training_data` to generate one"
+        return f"the names {clashes} are used for a given potential and for a trained one"
+    for name in specs:
+        if not str(name).isidentifier():
+            return f"trained potential name {name!r} must be letters, digits and '_'"
+    reference = inputs["reference"].value if "reference" in inputs else None
+    if reference is not None and reference not in potentials and reference not in specs:
+        return f"the reference {reference!r} is not one of the potentials {sorted(potentials) + sorted(specs)}"
     for name, potential in potentials.items():
         if not potential.covers(("Li", "F")):
             return f"potential {name!r} covers {potential.species}; LiF needs Li and F"
+    for name, dataset in dict(inputs.get("datasets", {})).items():
+        message = unlabelled_problem(dataset, f"dataset {name!r} is used to train or evaluate")
+        if message:
+            return message
+    if "training_protocol" in inputs:
+        available = sorted(load_protocols("training")["protocols"])
+        if inputs["training_protocol"].value not in available:
+            return f"unknown training protocol {inputs['training_protocol'].value!r}; available: {available}"
+
+    evaluation = inputs.get("evaluation", {})
+    held_out: dict[str, int] = {}
+    if "dataset" in evaluation and ("source" in evaluation or "frames" in evaluation):
+        return "evaluation: give either `dataset` or `source` + `frames`, not both"
+    if ("source" in evaluation) != ("frames" in evaluation):
+        return "evaluation: `source` (a dataset name) and `frames` (how many to hold out) go together"
+    if "source" in evaluation:
+        source, frames = evaluation["source"].value, evaluation["frames"].value
+        datasets = dict(inputs.get("datasets", {}))
+        if source == GENERATED and "training_data" not in inputs:
+            return f"evaluation.source is {GENERATED!r} but no `training_data` generates a dataset"
+        if source != GENERATED and source not in datasets:
+            return f"evaluation.source must name one of the datasets {sorted(datasets)} or {GENERATED!r}"
+        if frames < 1 or (source in datasets and frames >= datasets[source].n_frames):
+            available = datasets[source].n_frames if source in datasets else "?"
+            return f"evaluation.frames must be >= 1 and leave frames to train on (dataset has {available})"
+        held_out[source] = frames
+    if ("dataset" in evaluation or "source" in evaluation) and "label" not in inputs.get("codes", {}):
+        return "an evaluation set needs `codes.label` (the single-point code, lifdiff-label)"
+
+    codes = inputs.get("codes", {})
+    protocol = inputs["training_protocol"].value if "training_protocol" in inputs else None
+    available = {name: node.n_frames - held_out.get(name, 0) for name, node in dict(inputs.get("datasets", {})).items()}
+    for name, spec in specs.items():
+        message = training_spec_problem(
+            name,
+            spec,
+            protocol=protocol,
+            datasets={**available, **({GENERATED: None} if "training_data" in inputs else {})},
+            mace_potentials={n for n, p in potentials.items() if p.kind == "mace"},
+            generated="training_data" in inputs,
+        )
+        if message:
+            return message
+        code = {"mace": "mace_train", "deepmd": "dp"}[spec["kind"]]
+        if code not in codes:
+            return f"trainings.{name} ({spec['kind']}) needs `codes.{code}`"
+    if specs and "label" not in codes:
+        return "trained models are evaluated on their test split: give `codes.label`"
+
     supercell = inputs.get("supercell", {})
     return validate_supercell_settings(
         supercell["repeat"].value if "repeat" in supercell else None,
@@ -54,7 +217,7 @@ def _validate_diffusion_namespace(inputs: dict, port) -> str | None:
 
 
 class BenchmarkWorkChain(WorkChain):
-    """Diffusion and Arrhenius Ea of Li in LiF for several potentials under the same settings."""
+    """Diffusion, Arrhenius Ea and evaluation-set errors of Li in LiF for several potentials, compared."""
 
     @classmethod
     def define(cls, spec):
@@ -67,20 +230,19 @@ class BenchmarkWorkChain(WorkChain):
             "potentials",
             valid_type=PotentialData,
             dynamic=True,
-            help="Potentials that exist already, by name (e.g. the classical reference, a zero-shot foundation).",
+            help="Potentials that exist already, by name (the classical or DeePMD reference, zero-shot foundations).",
         )
         spec.input(
-            "dataset",
+            "reference",
+            valid_type=orm.Str,
+            required=False,
+            help="Name of the reference potential (given or trained); every other Ea is compared with its Ea.",
+        )
+        spec.input_namespace(
+            "datasets",
             valid_type=DatasetData,
-            required=False,
-            help="Labelled frames to train on (instead of, or before, generating them with `training_data`).",
-        )
-        spec.input(
-            "trained_names",
-            valid_type=orm.Dict,
-            required=False,
-            help="Names of the trained models in the outputs and the summary: {mace: NAME, deepmd: NAME} "
-            "(default: mace, deepmd).",
+            dynamic=True,
+            help="Labelled datasets by name (e.g. imported DFT frames) that trainings and the evaluation draw from.",
         )
         spec.expose_inputs(
             TrainingDataWorkChain,
@@ -89,29 +251,46 @@ class BenchmarkWorkChain(WorkChain):
             namespace_options={
                 "required": False,
                 "populate_defaults": False,
-                "help": "Generate the training set: sampling MD + labelling (appended to `dataset` if given).",
+                "help": f"Generate a dataset named {GENERATED!r}: sampling MD + labelling (optionally iterative).",
             },
         )
-        spec.expose_inputs(
-            FineTuneWorkChain,
-            namespace="train_mace",
-            exclude=("dataset",),
-            namespace_options={
-                "required": False,
-                "populate_defaults": False,
-                "help": "Train (or fine-tune) a MACE model named `mace` on the training set.",
-            },
+        spec.input(
+            "trainings",
+            valid_type=orm.Dict,
+            required=False,
+            help="Models trained in the study, by name: {NAME: {kind, data, frames, finetune_from, replay, flags | "
+            "settings, split, seed}} (see TRAINING_KEYS); each is built from `training_protocol`.",
         )
-        spec.expose_inputs(
-            DeepmdTrainWorkChain,
-            namespace="train_deepmd",
-            exclude=("dataset",),
-            namespace_options={
-                "required": False,
-                "populate_defaults": False,
-                "help": "Train a DeePMD model named `deepmd` on the training set.",
-            },
+        spec.input(
+            "training_protocol",
+            valid_type=orm.Str,
+            default=lambda: orm.Str("quick"),
+            help="Protocol of protocols/training.yaml the trainings start from (quick | production).",
         )
+        spec.input_namespace("codes", help="Codes of the trainings and evaluations.")
+        spec.input("codes.mace_train", valid_type=orm.AbstractCode, required=False, help="mace_run_train code.")
+        spec.input("codes.dp", valid_type=orm.AbstractCode, required=False, help="DeePMD-kit `dp` code.")
+        spec.input(
+            "codes.label",
+            valid_type=orm.AbstractCode,
+            required=False,
+            help="lifdiff-label code: single points for the evaluation set and the trained models' test splits.",
+        )
+        spec.input_namespace("evaluation", help="The frames every potential's energies and forces are checked on.")
+        spec.input(
+            "evaluation.dataset",
+            valid_type=DatasetData,
+            required=False,
+            help="A labelled dataset to evaluate on (instead of holding frames out of `source`).",
+        )
+        spec.input(
+            "evaluation.source",
+            valid_type=orm.Str,
+            required=False,
+            help=f"Name of the dataset (or {GENERATED!r}) whose `frames` are held out: no model trains on them.",
+        )
+        spec.input("evaluation.frames", valid_type=orm.Int, required=False, help="How many frames to hold out.")
+        spec.input("evaluation.seed", valid_type=orm.Int, default=lambda: orm.Int(0), help="Seed of the held-out draw.")
         spec.expose_inputs(
             DiffusionWorkChain,
             namespace="diffusion",
@@ -126,15 +305,22 @@ class BenchmarkWorkChain(WorkChain):
             cls.setup,
             cls.run_given_diffusion,
             if_(cls.should_generate_data)(cls.generate_data, cls.inspect_data),
+            cls.prepare_data,
             if_(cls.should_train)(cls.train, cls.inspect_training),
-            cls.run_diffusion,
+            cls.run_diffusion_and_evaluation,
             cls.results,
         )
         spec.output("structure", valid_type=orm.StructureData, help="The starting structure of every MD run.")
-        spec.output("dataset", valid_type=DatasetData, required=False, help="The training set.")
+        spec.output("generated_dataset", valid_type=DatasetData, required=False, help="The generated training set.")
+        spec.output(
+            "evaluation_set", valid_type=DatasetData, required=False, help="The frames every potential is checked on."
+        )
         spec.output_namespace("models", valid_type=PotentialData, dynamic=True, help="Models trained in the study.")
         spec.output_namespace(
-            "test_errors", valid_type=orm.Dict, dynamic=True, help="Test-set errors of each trained model."
+            "test_errors", valid_type=orm.Dict, dynamic=True, help="Each trained model's errors on its own test split."
+        )
+        spec.output_namespace(
+            "evaluation_errors", valid_type=orm.Dict, dynamic=True, help="Errors on the evaluation set."
         )
         spec.output_namespace(
             "arrhenius", valid_type=orm.Dict, dynamic=True, help="Ea, D0, D(300 K) with errors, per potential."
@@ -142,12 +328,26 @@ class BenchmarkWorkChain(WorkChain):
         spec.output_namespace(
             "arrhenius_plot", valid_type=orm.SinglefileData, dynamic=True, help="Arrhenius plot per potential."
         )
-        spec.output("summary", valid_type=orm.Dict, help="One row per potential: kind, Ea and its error, status.")
+        spec.output(
+            "comparison",
+            valid_type=orm.Dict,
+            help="One row per potential: Ea, D0, D(T) with errors, difference to the reference in units of the "
+            "combined error, evaluation-set errors, training set; or the reason a number is missing.",
+        )
+        spec.output("arrhenius_overlay", valid_type=orm.SinglefileData, help="PNG: every potential's D(T) and fit.")
+        spec.output(
+            "parity_overlay",
+            valid_type=orm.SinglefileData,
+            required=False,
+            help="PNG: energy and force parity of every potential on the evaluation set.",
+        )
         spec.exit_code(450, "ERROR_TRAINING_DATA_FAILED", message="Generating the training set failed: {message}")
         spec.exit_code(451, "ERROR_TRAINING_FAILED", message="Training {names} failed: {message}")
         spec.exit_code(
-            452, "ERROR_SOME_DIFFUSION_FAILED", message="No activation energy for {names} (see the summary for why)."
+            452, "ERROR_SOME_DIFFUSION_FAILED", message="No activation energy for {names} (see the comparison for why)."
         )
+        spec.exit_code(453, "ERROR_EVALUATION_FAILED", message="The evaluation of {names} failed: {message}")
+        spec.exit_code(454, "ERROR_NOT_ENOUGH_FRAMES", message="Not enough frames: {message}")
 
     def setup(self) -> None:
         self.ctx.structure = create_lif_supercell(
@@ -156,62 +356,11 @@ class BenchmarkWorkChain(WorkChain):
             self.inputs.supercell.interstitial_site,
         )
         self.out("structure", self.ctx.structure)
-        self.ctx.dataset = self.inputs.get("dataset")
+        self.ctx.datasets = dict(self.inputs.get("datasets", {}))
         self.ctx.potentials = dict(self.inputs.get("potentials", {}))
-
-    def should_generate_data(self) -> bool:
-        return "training_data" in self.inputs
-
-    def generate_data(self):
-        inputs = AttributeDict(self.exposed_inputs(TrainingDataWorkChain, "training_data"))
-        inputs.structure = self.ctx.structure
-        if self.ctx.dataset is not None:
-            inputs.initial_dataset = self.ctx.dataset
-        inputs.metadata = {"call_link_label": "training_data"}
-        return ToContext(training_data=self.submit(TrainingDataWorkChain, **inputs))
-
-    def inspect_data(self):
-        node = self.ctx.training_data
-        if not node.is_finished_ok:
-            return self.exit_codes.ERROR_TRAINING_DATA_FAILED.format(
-                message=f"<{node.pk}> exit {node.exit_status}: {node.exit_message}"
-            )
-        self.ctx.dataset = node.outputs.dataset
-
-    def should_train(self) -> bool:
-        return any(namespace in self.inputs for namespace, _ in TRAINERS.values())
-
-    def train(self):
-        self.out("dataset", self.ctx.dataset)
-        running = {}
-        for name, (namespace, workchain) in TRAINERS.items():
-            if namespace in self.inputs:
-                inputs = AttributeDict(self.exposed_inputs(workchain, namespace))
-                inputs.dataset = self.ctx.dataset
-                inputs.metadata = {"call_link_label": f"train_{name}"}
-                running[f"train_{name}"] = self.submit(workchain, **inputs)
-        self.report(f"training {', '.join(running)} on {self.ctx.dataset.n_frames} frames")
-        return ToContext(**running)
-
-    def inspect_training(self):
-        failed = []
-        names = self.inputs.trained_names.get_dict() if "trained_names" in self.inputs else {}
-        for kind in TRAINERS:
-            node = self.ctx.get(f"train_{kind}")
-            if node is None:
-                continue
-            name = names.get(kind, kind)
-            if not node.is_finished_ok:
-                failed.append(f"{name} <{node.pk}> exit {node.exit_status}: {node.exit_message}")
-                continue
-            self.ctx.potentials[name] = node.outputs.model
-            self.out(f"models.{name}", node.outputs.model)
-            if "test_errors" in node.outputs:
-                self.out(f"test_errors.{name}", node.outputs.test_errors)
-        # The other potentials still run: a failed training costs its own row, not the study.
-        self.ctx.training_failed = failed
-        if failed:
-            self.report(f"training failed, continuing without: {'; '.join(failed)}")
+        self.ctx.specs = self.inputs.trainings.get_dict() if "trainings" in self.inputs else {}
+        self.ctx.failed = {}
+        self.ctx.test_errors = {}
 
     def _submit_diffusion(self, name: str, potential: PotentialData):
         inputs = AttributeDict(self.exposed_inputs(DiffusionWorkChain, "diffusion"))
@@ -227,54 +376,211 @@ class BenchmarkWorkChain(WorkChain):
         return self.submit(DiffusionWorkChain, **inputs)
 
     def run_given_diffusion(self) -> None:
-        """Start the potentials that exist already now: they need not wait for any training."""
+        """Start the potentials that exist already now: they need not wait for any data or training."""
         self.ctx.early = {}
         for name, potential in self.ctx.potentials.items():
             self.ctx.early[name] = self._submit_diffusion(name, potential).pk
         if self.ctx.early:
             self.report(f"diffusion started for {', '.join(sorted(self.ctx.early))}")
 
-    def run_diffusion(self):
+    def should_generate_data(self) -> bool:
+        return "training_data" in self.inputs
+
+    def generate_data(self):
+        inputs = AttributeDict(self.exposed_inputs(TrainingDataWorkChain, "training_data"))
+        inputs.structure = self.ctx.structure
+        inputs.metadata = {"call_link_label": "training_data"}
+        return ToContext(training_data=self.submit(TrainingDataWorkChain, **inputs))
+
+    def inspect_data(self):
+        node = self.ctx.training_data
+        if not node.is_finished_ok:
+            return self.exit_codes.ERROR_TRAINING_DATA_FAILED.format(
+                message=f"<{node.pk}> exit {node.exit_status}: {node.exit_message}"
+            )
+        self.ctx.datasets[GENERATED] = node.outputs.dataset
+        self.out("generated_dataset", node.outputs.dataset)
+        return None
+
+    def prepare_data(self):
+        """Hold out the evaluation set, then draw each model's frames from what is left."""
+        evaluation = self.inputs.evaluation
+        self.ctx.evaluation_set = evaluation.get("dataset")
+        if "source" in evaluation:
+            source = evaluation.source.value
+            dataset = self.ctx.datasets[source]
+            if evaluation.frames.value >= dataset.n_frames:
+                return self.exit_codes.ERROR_NOT_ENOUGH_FRAMES.format(
+                    message=f"evaluation.frames {evaluation.frames.value} of {dataset.n_frames} in {source!r}"
+                )
+            parts = select_frames(
+                dataset, evaluation.frames, evaluation.seed, metadata={"call_link_label": "hold_out_evaluation"}
+            )
+            self.ctx.evaluation_set = parts["selected"]
+            self.ctx.datasets[source] = parts["rest"]
+        if self.ctx.evaluation_set is not None:
+            self.out("evaluation_set", self.ctx.evaluation_set)
+
+        self.ctx.training_sets = {}
+        for name, spec in self.ctx.specs.items():
+            dataset = self.ctx.datasets[spec["data"]]
+            frames = spec.get("frames")
+            if frames is not None:
+                if frames > dataset.n_frames:
+                    return self.exit_codes.ERROR_NOT_ENOUGH_FRAMES.format(
+                        message=f"trainings.{name} asks for {frames} frames, {spec['data']!r} has {dataset.n_frames}"
+                    )
+                if frames < dataset.n_frames:
+                    dataset = select_frames(
+                        dataset,
+                        orm.Int(frames),
+                        orm.Int(spec.get("seed", 1)),
+                        metadata={"call_link_label": f"frames_{name}"},
+                    )["selected"]
+            self.ctx.training_sets[name] = dataset
+        return None
+
+    def should_train(self) -> bool:
+        return bool(self.ctx.specs)
+
+    def _training_builder(self, name: str, spec: dict):
+        protocol = self.inputs.training_protocol.value
+        codes = self.inputs.codes
+        if spec["kind"] == "deepmd":
+            overrides = {"deepmd": {k: spec[k] for k in ("settings", "split", "seed") if k in spec}}
+            return DeepmdTrainWorkChain.get_builder_from_protocol(
+                codes.dp, self.ctx.training_sets[name], protocol, overrides, evaluation_code=codes.label
+            )
+        overrides = {"mace": {k: spec[k] for k in ("flags", "split", "seed") if k in spec}}
+        foundation = self.ctx.potentials[spec["finetune_from"]] if spec.get("finetune_from") else None
+        if spec.get("replay"):
+            overrides["mace"]["finetune_mode"] = "multihead_finetune"
+        elif foundation is not None:
+            overrides["mace"]["finetune_mode"] = "naive_finetune"
+        builder = FineTuneWorkChain.get_builder_from_protocol(
+            codes.mace_train,
+            self.ctx.training_sets[name],
+            protocol,
+            overrides,
+            foundation=foundation,
+            evaluation_code=codes.label,
+        )
+        if spec.get("replay"):
+            builder.mace.replay = self.ctx.datasets[spec["replay"]]
+        return builder
+
+    def train(self):
+        running = {}
+        for name, spec in self.ctx.specs.items():
+            builder = self._training_builder(name, spec)
+            builder.metadata.call_link_label = f"train_{name}"
+            builder.metadata.label = f"{self.node.label}/{name}" if self.node.label else name
+            running[f"train_{name}"] = self.submit(builder)
+        self.report(
+            "training "
+            + ", ".join(f"{name} ({self.ctx.training_sets[name].n_frames} frames)" for name in self.ctx.specs)
+        )
+        return ToContext(**running)
+
+    def inspect_training(self) -> None:
+        for name in self.ctx.specs:
+            node = self.ctx[f"train_{name}"]
+            if not node.is_finished_ok:
+                self.ctx.failed[name] = f"training <{node.pk}> exit {node.exit_status}: {node.exit_message}"
+                continue
+            self.ctx.potentials[name] = node.outputs.model
+            self.out(f"models.{name}", node.outputs.model)
+            if "test_errors" in node.outputs:
+                self.ctx.test_errors[name] = node.outputs.test_errors
+                self.out(f"test_errors.{name}", node.outputs.test_errors)
+        # The other potentials still run: a failed training costs its own row, not the study.
+        if self.ctx.failed:
+            self.report(f"training failed, continuing without: {'; '.join(self.ctx.failed.values())}")
+
+    def run_diffusion_and_evaluation(self):
         running = {}
         for name, potential in self.ctx.potentials.items():
             if name not in self.ctx.early:
                 running[f"diffusion_{name}"] = self._submit_diffusion(name, potential)
         if running:
             self.report(f"diffusion started for {', '.join(sorted(k[len('diffusion_') :] for k in running))}")
-        # Wait for every diffusion, including those started before training (awaiting a finished one is a no-op).
+        # Wait for every diffusion, including those started first (awaiting a finished one is a no-op).
         for name, pk in self.ctx.early.items():
             running[f"diffusion_{name}"] = orm.load_node(pk)
+        if self.ctx.evaluation_set is not None:
+            for name, potential in self.ctx.potentials.items():
+                inputs = AttributeDict(
+                    {
+                        "potential": potential,
+                        "dataset": self.ctx.evaluation_set,
+                        "label": {"code": self.inputs.codes.label},
+                        "metadata": {"call_link_label": f"evaluate_{name}"},
+                    }
+                )
+                running[f"evaluation_{name}"] = self.submit(EvaluationWorkChain, **inputs)
+            count = len(self.ctx.potentials)
+            self.report(f"evaluating {count} potentials on {self.ctx.evaluation_set.n_frames} frames")
         return ToContext(**running)
 
     def results(self):
         primary = self.inputs.diffusion.analysis.get("primary_mode", "collective")
-        arrhenius, failed = {}, []
-        for name in sorted(self.ctx.potentials):
-            node = self.ctx[f"diffusion_{name}"]
-            if "arrhenius" in node.outputs:
-                arrhenius[name] = node.outputs.arrhenius
-                self.out(f"arrhenius.{name}", node.outputs.arrhenius)
-            if "arrhenius_plot" in node.outputs:
-                self.out(f"arrhenius_plot.{name}", node.outputs.arrhenius_plot)
-            if not node.is_finished_ok:
-                failed.append(f"{name} (exit {node.exit_status})")
-        summary = summarize_benchmark(
-            orm.Str(primary),
-            **{f"{POTENTIAL_PREFIX}{name}": node for name, node in self.ctx.potentials.items()},
-            **{f"{ARRHENIUS_PREFIX}{name}": node for name, node in arrhenius.items()},
-            metadata={"call_link_label": "summary"},
-        )
-        self.out("summary", summary)
-        if self.ctx.get("training_failed"):
-            failed_training = self.ctx.training_failed
-            return self.exit_codes.ERROR_TRAINING_FAILED.format(
-                names=", ".join(f.split()[0] for f in failed_training), message="; ".join(failed_training)
-            )
-        for name, row in summary["rows"].items():
+        nodes: dict = {}
+        failed_diffusion, failed_evaluation = [], []
+        for name, potential in self.ctx.potentials.items():
+            nodes[f"{POTENTIAL_PREFIX}{name}"] = potential
+            diffusion = self.ctx[f"diffusion_{name}"]
+            if "arrhenius" in diffusion.outputs:
+                nodes[f"{ARRHENIUS_PREFIX}{name}"] = diffusion.outputs.arrhenius
+                self.out(f"arrhenius.{name}", diffusion.outputs.arrhenius)
+            if "arrhenius_plot" in diffusion.outputs:
+                self.out(f"arrhenius_plot.{name}", diffusion.outputs.arrhenius_plot)
+            if not diffusion.is_finished_ok:
+                failed_diffusion.append(f"{name} (exit {diffusion.exit_status})")
+            if name in self.ctx.test_errors:
+                nodes[f"{TEST_ERRORS_PREFIX}{name}"] = self.ctx.test_errors[name]
+            evaluation = self.ctx.get(f"evaluation_{name}")
+            if evaluation is not None:
+                if evaluation.is_finished_ok:
+                    nodes[f"{EVALUATION_PREFIX}{name}"] = evaluation.outputs.errors
+                    nodes[f"{PREDICTIONS_PREFIX}{name}"] = evaluation.outputs.predictions
+                    self.out(f"evaluation_errors.{name}", evaluation.outputs.errors)
+                else:
+                    failed_evaluation.append(f"{name} <{evaluation.pk}> exit {evaluation.exit_status}")
+        if self.ctx.evaluation_set is not None:
+            nodes[EVALUATION_SET] = self.ctx.evaluation_set
+        reference = self.inputs.reference.value if "reference" in self.inputs else None
+        if reference is not None and reference not in self.ctx.potentials:
+            self.report(f"the reference {reference!r} has no model ({self.ctx.failed.get(reference)}): no differences")
+            reference = None
+        parameters = {
+            "primary_mode": primary,
+            "reference": reference,
+            "title": self.node.label or "",
+            # Potentials that never came to be still get a row, with the reason instead of numbers.
+            "missing": {name: self.ctx.failed[name] for name in sorted(self.ctx.failed)},
+        }
+        outputs = compare_potentials(orm.Dict(parameters), **nodes, metadata={"call_link_label": "compare"})
+        self.out("comparison", outputs["comparison"])
+        self.out("arrhenius_overlay", outputs["arrhenius_overlay"])
+        if "parity_overlay" in outputs:
+            self.out("parity_overlay", outputs["parity_overlay"])
+
+        for name, row in outputs["comparison"]["rows"].items():
             if row.get("fit_ok"):
-                self.report(f"{name}: Ea = {row['Ea_eV']:.3f} +- {row['Ea_err_eV']:.3f} eV ({primary})")
+                text = f"{name}: Ea = {row['Ea_eV']:.3f} +- {row['Ea_compare_err_eV']:.3f} eV ({primary})"
+                if "delta_sigma" in row:
+                    text += f", {row['delta_Ea_eV']:+.3f} eV = {row['delta_sigma']:+.1f} sigma from {reference}"
+                self.report(text)
             else:
                 self.report(f"{name}: no Ea: {row.get('reason')}")
-        if failed:
-            return self.exit_codes.ERROR_SOME_DIFFUSION_FAILED.format(names=", ".join(failed))
+        if self.ctx.failed:
+            return self.exit_codes.ERROR_TRAINING_FAILED.format(
+                names=", ".join(sorted(self.ctx.failed)), message="; ".join(self.ctx.failed.values())
+            )
+        if failed_diffusion:
+            return self.exit_codes.ERROR_SOME_DIFFUSION_FAILED.format(names=", ".join(failed_diffusion))
+        if failed_evaluation:
+            return self.exit_codes.ERROR_EVALUATION_FAILED.format(
+                names=", ".join(n.split()[0] for n in failed_evaluation), message="; ".join(failed_evaluation)
+            )
         return None

@@ -1,52 +1,129 @@
-"""Calcfunction: one row per potential of a benchmark, from the potentials and their Arrhenius results."""
+"""Calcfunction: the benchmark's comparison table and figures, from each potential's results.
+
+A thin layer over :mod:`aiida_lifdiff.analysis.comparison` and the plotting helpers: one row per potential
+(Ea, D0, D(T) with errors, the difference to the reference in units of the combined error, the errors on the
+shared evaluation set), an Arrhenius overlay and a parity overlay.
+"""
 
 from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
 
 from aiida import orm
 from aiida.engine import calcfunction
 
-ROW_KEYS = (
-    "fit_ok",
-    "Ea_eV",
-    "Ea_err_eV",
-    "Ea_err_scaled_eV",
-    "D0_cm2_s",
-    "D0_err_cm2_s",
-    "D300_cm2_s",
-    "D300_err_cm2_s",
-    "chi2_dof",
-    "reason",
-    "temperatures_K",
-)
-
+from aiida_lifdiff.analysis.comparison import comparison_row
+from aiida_lifdiff.analysis.errors import parity_overlay
+from aiida_lifdiff.analysis.plotting import plot_arrhenius_overlay
+from aiida_lifdiff.data.dataset import DatasetData
+from aiida_lifdiff.serialization import json_safe
 
 POTENTIAL_PREFIX = "potential_"
 ARRHENIUS_PREFIX = "arrhenius_"
+EVALUATION_PREFIX = "errors_"
+PREDICTIONS_PREFIX = "predictions_"
+TEST_ERRORS_PREFIX = "test_errors_"
+EVALUATION_SET = "evaluation_set"
+ARRHENIUS_OVERLAY_FILE = "arrhenius_overlay.png"
+PARITY_OVERLAY_FILE = "parity_overlay.png"
+
+
+def _by_prefix(nodes: dict, prefix: str) -> dict:
+    return {key[len(prefix) :]: node for key, node in nodes.items() if key.startswith(prefix)}
+
+
+def _lineage_summary(lineage: dict) -> dict:
+    """Training-set size and source and the foundation, from a model's lineage (MACE or DeePMD layout)."""
+    train = (lineage.get("datasets") or {}).get("train") or lineage.get("train") or {}
+    foundation = lineage.get("foundation")
+    if isinstance(foundation, dict):
+        foundation = foundation.get("name") or foundation.get("label")
+    return {
+        "train_frames": train.get("n_frames"),
+        "train_source": train.get("source"),
+        "foundation": foundation,
+        "training_mode": lineage.get("mode") or lineage.get("method"),
+    }
+
+
+def _png(writer, filename: str) -> orm.SinglefileData:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = writer(Path(tmp) / filename)
+        return orm.SinglefileData(io.BytesIO(path.read_bytes()), filename=filename)
 
 
 @calcfunction
-def summarize_benchmark(primary_mode: orm.Str, **nodes: orm.Data) -> orm.Dict:
-    """Kind, label, lineage and the primary-mode Ea (with its error or the reason it is missing) per potential.
+def compare_potentials(parameters: orm.Dict, **nodes: orm.Data) -> dict:
+    """The comparison table (``comparison``) and its figures (``arrhenius_overlay``, ``parity_overlay``).
 
-    ``nodes`` holds ``potential_<name>`` (PotentialData) and ``arrhenius_<name>`` (Dict) per potential of the
-    study; a potential without an Arrhenius result (its MD failed) gets a row that says so instead of a number.
+    ``parameters``: ``primary_mode`` (the diffusion mode compared), ``reference`` (name of the reference
+    potential, or None), ``title``, ``missing`` ({name: reason} of potentials that failed to be made).
+    ``nodes``, per potential name: ``potential_<name>`` (PotentialData),
+    ``arrhenius_<name>`` (its Arrhenius Dict; absent when its diffusion failed), ``errors_<name>`` and
+    ``predictions_<name>`` (its evaluation on the shared ``evaluation_set``, when there is one) and
+    ``test_errors_<name>`` (a trained model's errors on its own test split).
     """
-    potentials = {k[len(POTENTIAL_PREFIX) :]: v for k, v in nodes.items() if k.startswith(POTENTIAL_PREFIX)}
-    arrhenius = {k[len(ARRHENIUS_PREFIX) :]: v for k, v in nodes.items() if k.startswith(ARRHENIUS_PREFIX)}
+    settings = parameters.get_dict()
+    mode = settings["primary_mode"]
+    reference = settings.get("reference")
+    potentials = _by_prefix(nodes, POTENTIAL_PREFIX)
+    arrhenius = _by_prefix(nodes, ARRHENIUS_PREFIX)
+    errors = _by_prefix(nodes, EVALUATION_PREFIX)
+    test_errors = _by_prefix(nodes, TEST_ERRORS_PREFIX)
+    predictions = _by_prefix(nodes, PREDICTIONS_PREFIX)
+
+    def record(name: str) -> dict | None:
+        if name not in arrhenius:
+            return None
+        return arrhenius[name].get(mode, {"fit_ok": False, "reason": f"mode {mode} not computed"})
+
+    reference_record = record(reference) if reference else None
     rows = {}
-    for name, potential in sorted(potentials.items()):
-        row = {
-            "potential_uuid": potential.uuid,
-            "kind": potential.kind,
-            "label": potential.label,
-            "lineage": potential.lineage,
-            "mode": primary_mode.value,
-        }
+    for name in sorted(potentials, key=lambda n: (n != reference, n)):
+        potential = potentials[name]
+        row = comparison_row(name, record(name), reference_record, errors[name].get_dict() if name in errors else None)
+        row.update(
+            kind=potential.kind,
+            label=potential.label,
+            is_reference=name == reference,
+            potential_uuid=potential.uuid,
+        )
+        row.update(_lineage_summary(potential.lineage or {}))
         if name in arrhenius:
-            record = arrhenius[name].get(primary_mode.value, {})
-            row.update({key: record.get(key) for key in ROW_KEYS if key in record})
             row["arrhenius_uuid"] = arrhenius[name].uuid
-        else:
-            row.update({"fit_ok": False, "reason": "no Arrhenius result: the diffusion work chain failed"})
+        if name in test_errors:
+            test = test_errors[name].get_dict()
+            row["test_energy_rmse_meV_per_atom"] = test.get("energy_rmse_meV_per_atom")
+            row["test_force_rmse_meV_per_A"] = test.get("force_rmse_meV_per_A")
+            row["test_frames"] = test.get("n_frames")
         rows[name] = row
-    return orm.Dict({"primary_mode": primary_mode.value, "rows": rows})
+    for name, reason in sorted((settings.get("missing") or {}).items()):
+        rows[name] = {"name": name, "fit_ok": False, "reason": reason, "D_T": [], "is_reference": name == reference}
+    comparison = {"primary_mode": mode, "reference": reference, "rows": rows}
+    evaluation_set = nodes.get(EVALUATION_SET)
+    if evaluation_set is not None:
+        comparison["evaluation_set"] = {
+            "uuid": evaluation_set.uuid,
+            "n_frames": evaluation_set.n_frames,
+            "source": evaluation_set.source,
+        }
+    title = settings.get("title") or ""
+    outputs = {
+        "comparison": orm.Dict(json_safe(comparison)),
+        "arrhenius_overlay": _png(
+            lambda path: plot_arrhenius_overlay(
+                list(rows.values()), path, reference=reference, title=f"{title} ({mode} D)".strip()
+            ),
+            ARRHENIUS_OVERLAY_FILE,
+        ),
+    }
+    if isinstance(evaluation_set, DatasetData) and predictions:
+        reference_frames = evaluation_set.get_frames()
+        predicted = {name: predictions[name].get_frames() for name in sorted(predictions)}
+        outputs["parity_overlay"] = _png(
+            lambda path: parity_overlay(reference_frames, predicted, path, title=f"{title} evaluation set".strip()),
+            PARITY_OVERLAY_FILE,
+        )
+    return outputs

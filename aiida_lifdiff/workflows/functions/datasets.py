@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from aiida import orm
 from aiida.engine import calcfunction
 
@@ -58,3 +59,28 @@ def merge_datasets(**parts: DatasetData) -> DatasetData:
     merged = DatasetData(frames, source="; ".join(sources))
     merged.label = "merged dataset"
     return merged
+
+
+@calcfunction
+def select_frames(dataset: DatasetData, n_frames: orm.Int, seed: orm.Int) -> dict:
+    """``selected``: ``n_frames`` frames drawn from ``dataset`` (seeded); ``rest``: the others, if any.
+
+    Used to hold out a benchmark's shared evaluation set and to give each model its own number of training
+    frames; both parts record the indices they took from the parent in ``parent_indices``.
+    """
+    frames = dataset.get_frames()
+    if not 0 < n_frames.value <= len(frames):
+        raise ValueError(f"cannot select {n_frames.value} frames from a dataset of {len(frames)}")
+    # The same permutation as split_indices, cut at an exact count (fractions could round it by one).
+    order = np.random.default_rng(seed.value).permutation(len(frames))
+    selected = sorted(int(i) for i in order[: n_frames.value])
+    rest = sorted(int(i) for i in order[n_frames.value :])
+    outputs = {}
+    for name, indices in (("selected", selected), ("rest", rest)):
+        if not indices:
+            continue
+        part = DatasetData([frames[i] for i in indices], source=dataset.source)
+        part.base.attributes.set("parent_indices", indices)
+        part.label = f"{dataset.label or 'dataset'} [{len(indices)} {name}]"
+        outputs[name] = part
+    return outputs

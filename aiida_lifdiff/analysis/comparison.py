@@ -1,0 +1,100 @@
+"""Comparing potentials: activation energies against a reference, in units of their combined error.
+
+Pure numpy (no AiiDA), so the benchmark's table can be rebuilt and checked from plain numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ea_error", "difference", "comparison_row", "ERROR_KEYS"]
+
+#: Evaluation-set errors copied into each row (units in the names).
+ERROR_KEYS = (
+    "energy_rmse_meV_per_atom",
+    "energy_mae_meV_per_atom",
+    "force_rmse_meV_per_A",
+    "force_mae_meV_per_A",
+    "stress_rmse_meV_per_A3",
+    "n_frames",
+)
+
+_FIT_KEYS = (
+    "Ea_eV",
+    "Ea_err_eV",
+    "Ea_err_scaled_eV",
+    "D0_cm2_s",
+    "D0_err_cm2_s",
+    "D300_cm2_s",
+    "D300_err_cm2_s",
+    "chi2_dof",
+    "n_points",
+)
+
+
+def ea_error(record: Mapping[str, Any]) -> float:
+    """The error of a fitted Ea used in comparisons: the Birge-scaled error when the fit's chi^2/dof exceeds 1.
+
+    An Arrhenius fit whose points scatter more than their error bars say (chi^2/dof > 1) understates its own
+    error; comparing with the unscaled error would call a difference significant that the data do not support.
+    """
+    error = float(record["Ea_err_eV"])
+    scaled = record.get("Ea_err_scaled_eV")
+    if scaled is not None and math.isfinite(float(scaled)):
+        error = max(error, float(scaled))
+    return error
+
+
+def difference(value: float, error: float, reference: float, reference_error: float) -> dict[str, float]:
+    """``value - reference`` with the combined (independent, quadrature) error and its size in those units."""
+    delta = float(value) - float(reference)
+    combined = math.hypot(float(error), float(reference_error))
+    return {
+        "delta_Ea_eV": delta,
+        "delta_Ea_err_eV": combined,
+        "delta_sigma": delta / combined if combined > 0 else math.inf,
+    }
+
+
+def comparison_row(
+    name: str,
+    record: Mapping[str, Any] | None,
+    reference_record: Mapping[str, Any] | None,
+    errors: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One row of the comparison table from a potential's Arrhenius record (one diffusion mode).
+
+    ``record`` is the mode's entry of the ``arrhenius`` output (``fit_ok``, ``Ea_eV``..., ``points``) or None
+    when the potential has no Arrhenius result at all. ``reference_record`` likewise for the reference; the
+    row's difference is filled only when both fits succeeded. ``errors`` are the potential's errors on the
+    shared evaluation set. Missing numbers stay missing (None) with a ``reason``; none is invented.
+    """
+    row: dict[str, Any] = {"name": name}
+    if record is None:
+        row.update(fit_ok=False, reason="no Arrhenius result: the diffusion work chain failed", D_T=[])
+    else:
+        row["fit_ok"] = bool(record.get("fit_ok"))
+        row["D_T"] = [
+            {
+                "temperature_K": float(point["temperature_K"]),
+                "D_cm2_s": point.get("D_cm2_s"),
+                "D_err_cm2_s": point.get("D_err_cm2_s"),
+                "diffusive": bool(point.get("diffusive", True)),
+            }
+            for point in record.get("points", [])
+        ]
+        if row["fit_ok"]:
+            row.update({key: record[key] for key in _FIT_KEYS if key in record})
+            row["Ea_compare_err_eV"] = ea_error(record)
+        else:
+            row["reason"] = record.get("reason", "no fit")
+    if row["fit_ok"] and reference_record is not None and reference_record.get("fit_ok"):
+        row.update(
+            difference(row["Ea_eV"], row["Ea_compare_err_eV"], reference_record["Ea_eV"], ea_error(reference_record))
+        )
+    for key in ERROR_KEYS:
+        if errors is not None and errors.get(key) is not None:
+            row[f"eval_{key}"] = errors[key]
+    return row
