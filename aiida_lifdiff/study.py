@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,15 +133,31 @@ def _check_schema(raw: dict, path: Path) -> None:
         raise StudyError(f"{path}: {_describe_schema_error(jsonschema.exceptions.best_match(errors))}")
 
 
+#: Where a dry run collects missing files (None: a missing file is an error).
+_MISSING: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("missing_files", default=None)
+
+
+def _missing_file(message: str) -> None:
+    collected = _MISSING.get()
+    if collected is None:
+        raise StudyError(message)
+    collected.append(message)
+
+
 def _unknown(keys: set, allowed: set | dict, where: str) -> None:
     unknown = sorted(set(keys) - set(allowed))
     if unknown:
         raise StudyError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
 
 
-def load_study(path: str | Path) -> Study:
-    """Read and validate a study YAML; raise :class:`StudyError` with a precise message when it is wrong."""
+def load_study(path: str | Path, missing_files: list[str] | None = None) -> Study:
+    """Read and validate a study YAML; raise :class:`StudyError` with a precise message when it is wrong.
+
+    Model and dataset files must exist, unless ``missing_files`` is given (a dry run): then each missing file
+    is described there and the study is still returned, so that its plan can be shown.
+    """
     path = Path(path)
+    _MISSING.set(missing_files)
     if not path.is_file():
         raise StudyError(f"{path}: no such study file")
     try:
@@ -262,7 +279,7 @@ def _check_potential(potential: Any, path: Path, where: str) -> dict:
         if "path" in potential:
             model_path = (path.parent / potential["path"]).resolve()
             if not model_path.is_file():
-                raise StudyError(f"{path}: {where}: model file {model_path} does not exist")
+                _missing_file(f"{path}: {where}: model file {model_path} does not exist")
             potential["path"] = str(model_path)
         if "train" in potential:
             potential["train"] = dict(potential["train"] or {})
@@ -277,7 +294,7 @@ def _check_dataset_file(spec: dict, path: Path, where: str) -> dict:
     entry.setdefault("format", "extxyz")
     location = (path.parent / entry["path"]).resolve()
     if not location.exists():
-        raise StudyError(
+        _missing_file(
             f"{path}: {where}: {location} does not exist (an extxyz file, or a folder of DeePMD systems for "
             "format deepmd/npy or deepmd/raw)"
         )
@@ -527,10 +544,14 @@ class _Resolver:
     def potential(self, name: str, spec: dict):
         from aiida_lifdiff.data.potential import PotentialData
 
+        if "path" in spec and not self.store and not Path(spec["path"]).is_file():
+            return None  # already reported by load_study as a missing file
         node = self._attempt(lambda: load_potential(self.study, spec, name))
         return PotentialData.get_or_create(node) if node is not None and self.store else node
 
     def dataset(self, entry: dict, where: str):
+        if not self.store and not Path(entry["path"]).exists():
+            return None  # already reported by load_study as a missing file
         node = self._attempt(lambda: load_dataset(self.study, entry, where))
         return _stored_dataset(node) if node is not None and self.store else node
 
@@ -696,6 +717,15 @@ def _build_training_data(study: Study, builder, given: dict, datasets: dict, res
                 evaluation_code=label_code,
             )
             assign_inputs(data.finetune, sub_builder._inputs(prune=True))
+
+
+def builder_problem(builder) -> str | None:
+    """What the process would refuse in ``builder`` (its spec's validators, defaults filled in), without running
+    or storing anything; None when it would accept it."""
+    spec_inputs = builder._process_class.spec().inputs
+    inputs = spec_inputs.pre_process(builder._inputs(prune=True))
+    error = spec_inputs.validate(inputs)
+    return None if error is None else str(error)
 
 
 def assign_inputs(namespace, values: dict) -> None:
