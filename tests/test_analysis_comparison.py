@@ -1,0 +1,65 @@
+"""The comparison table's arithmetic: differences to the reference in units of the combined error."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from aiida_lifdiff.analysis import fit_arrhenius
+from aiida_lifdiff.analysis.comparison import comparison_row, difference, ea_error
+
+
+def _record(ea: float, err: float, chi2: float = 1.0, scaled: float | None = None) -> dict:
+    record = {"fit_ok": True, "Ea_eV": ea, "Ea_err_eV": err, "chi2_dof": chi2, "D0_cm2_s": 1e-3, "points": []}
+    if scaled is not None:
+        record["Ea_err_scaled_eV"] = scaled
+    return record
+
+
+def test_difference_is_in_units_of_the_quadrature_error():
+    result = difference(0.30, 0.03, 0.26, 0.04)
+    assert result["delta_Ea_eV"] == pytest.approx(0.04)
+    assert result["delta_Ea_err_eV"] == pytest.approx(0.05)  # 3-4-5
+    assert result["delta_sigma"] == pytest.approx(0.8)
+
+
+def test_a_poor_fit_is_compared_with_its_birge_scaled_error():
+    assert ea_error(_record(0.2, 0.01, chi2=4.0, scaled=0.02)) == 0.02
+    # chi2/dof < 1 never shrinks the error below the statistical one.
+    assert ea_error(_record(0.2, 0.01, chi2=0.25, scaled=0.005)) == 0.01
+
+
+def test_rows_keep_missing_numbers_missing():
+    reference = _record(0.25, 0.02)
+    failed = {"fit_ok": False, "reason": "only 2 of 3 temperatures diffusive", "points": []}
+    row = comparison_row("mace", failed, reference, errors={"force_rmse_meV_per_A": 31.0, "n_frames": 12})
+    assert row["fit_ok"] is False and "delta_sigma" not in row and row["reason"].startswith("only 2")
+    assert row["eval_force_rmse_meV_per_A"] == 31.0 and row["eval_n_frames"] == 12
+    row = comparison_row("deepmd", None, reference)
+    assert row["fit_ok"] is False and "diffusion work chain failed" in row["reason"]
+    # No difference against a reference without a fit.
+    row = comparison_row("mace", _record(0.3, 0.02), {"fit_ok": False, "reason": "x"})
+    assert row["fit_ok"] and "delta_sigma" not in row
+
+
+def test_two_fits_of_the_same_arrhenius_law_agree_within_their_combined_error():
+    """Synthetic D(T) with a known Ea and 5 % noise, two independent 'potentials', 400 seeds: the pull
+    delta/combined error is standard normal, so |pull| < 1 about 68 % of the time."""
+    temperatures = np.array([500.0, 600.0, 700.0, 800.0, 900.0])
+    k_b = 8.617333262e-5
+    truth = 1e-3 * np.exp(-0.3 / (k_b * temperatures))
+    pulls = []
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        fits = []
+        for _ in range(2):
+            d = truth * (1 + 0.05 * rng.standard_normal(temperatures.size))
+            fits.append(fit_arrhenius(temperatures, d, 0.05 * truth).to_dict())
+        first = comparison_row("a", {**fits[0], "fit_ok": True, "points": []}, {**fits[1], "fit_ok": True})
+        pulls.append(first["delta_sigma"])
+    pulls = np.array(pulls)
+    assert abs(pulls.mean()) < 0.15
+    assert 0.60 < np.mean(np.abs(pulls) < 1.0) < 0.76
+    assert math.isfinite(pulls.std()) and 0.85 < pulls.std() < 1.15
