@@ -83,7 +83,9 @@ def compare_potentials(parameters: orm.Dict, **nodes: orm.Data) -> dict:
     rows = {}
     for name in sorted(potentials, key=lambda n: (n != reference, n)):
         potential = potentials[name]
-        row = comparison_row(name, record(name), reference_record, errors[name].get_dict() if name in errors else None)
+        # The reference is not compared with itself.
+        against = reference_record if name != reference else None
+        row = comparison_row(name, record(name), against, errors[name].get_dict() if name in errors else None)
         row.update(
             kind=potential.kind,
             label=potential.label,
@@ -121,7 +123,9 @@ def compare_potentials(parameters: orm.Dict, **nodes: orm.Data) -> dict:
     }
     if isinstance(evaluation_set, DatasetData) and predictions:
         reference_frames = evaluation_set.get_frames()
-        predicted = {name: predictions[name].get_frames() for name in sorted(predictions)}
+        # The reference first, so that the candidates are drawn over it.
+        order = sorted(predictions, key=lambda n: (n != reference, n))
+        predicted = {name: predictions[name].get_frames() for name in order}
         outputs["parity_overlay"] = _png(
             lambda path: parity_overlay(reference_frames, predicted, path, title=f"{title} evaluation set".strip()),
             PARITY_OVERLAY_FILE,
