@@ -252,10 +252,25 @@ def run(ctx: click.Context, study_file: str, output: Path) -> None:
 
 @cli.command()
 @click.argument("study_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Validate the study, build its complete builder without storing anything, and print the plan: "
+    "potentials, MD runs and steps, training jobs and estimated GPU-hours. Exit 0 if it is ready to submit.",
+)
+@click.option(
+    "--throughput",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With --dry-run: throughput figures (YAML laid out like aiida_lifdiff/protocols/throughput.yaml).",
+)
 @click.pass_context
-def submit(ctx: click.Context, study_file: str) -> None:
-    """Submit a study to the daemon."""
+def submit(ctx: click.Context, study_file: str, dry_run: bool, throughput: str | None) -> None:
+    """Submit a study to the daemon (or, with --dry-run, show what it would run and cost)."""
     _load_profile(ctx.obj["profile"])
+    if dry_run:
+        _dry_run(study_file, throughput)
+        return
     from aiida.engine import submit as submit_process
     from aiida.engine.daemon.client import get_daemon_client
 
@@ -266,61 +281,166 @@ def submit(ctx: click.Context, study_file: str) -> None:
         click.echo("warning: the daemon is not running; start it with `verdi daemon start`", err=True)
 
 
+def _dry_run(study_file: str, throughput: str | None) -> None:
+    """Print the plan of a study and what must be fixed before it can be submitted; store nothing."""
+    from aiida_lifdiff.plan import format_plan, load_throughput, study_plan
+    from aiida_lifdiff.study import builder_problem
+
+    problems: list[str] = []
+    try:
+        study = load_study(study_file, missing_files=problems)
+        builder = build_builder(study, store=False, problems=problems)
+    except StudyError as exception:
+        raise click.ClickException(str(exception)) from exception
+    frames = {name: node.n_frames for name, node in builder.get("datasets", {}).items()}
+    if "evaluation" in builder and "dataset" in builder.evaluation:
+        frames["evaluation"] = builder.evaluation.dataset.n_frames
+    click.echo(format_plan(study_plan(study, load_throughput(throughput), frames)))
+    if not problems:
+        problem = builder_problem(builder)
+        if problem:
+            problems.append(f"the {builder._process_class.__name__} refuses the inputs: {problem}")
+    click.echo("")
+    problems = list(dict.fromkeys(problem.replace(f"{study.path}: ", "", 1) for problem in problems))
+    if problems:
+        click.echo(f"NOT READY: {len(problems)} problem(s) to fix before `aiida-lifdiff submit {study_file}`:")
+        for problem in problems:
+            click.echo(f"  - {problem}")
+        raise SystemExit(1)
+    click.echo(
+        f"ready: the complete {builder._process_class.__name__} builder validated (nothing was stored); "
+        f"submit with `aiida-lifdiff submit {study_file}`"
+    )
+
+
 @cli.command()
 @click.option("--kind", "potential_kind", default=None, help="Only potentials of this kind (classical, mace, deepmd).")
 @click.option("--label", default=None, help="Only studies whose label contains this text.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--potential", default=None, help="Only potentials whose label contains this text.")
+@click.option("--foundation", default=None, help="Only models from this foundation (name or label contains it).")
+@click.option("--train-source", default=None, help="Only models whose training set's source contains this text.")
+@click.option("--min-train-frames", type=int, default=None, help="Only models trained on at least this many frames.")
+@click.option("--max-train-frames", type=int, default=None, help="Only models trained on at most this many frames.")
+@click.option("--atoms", type=int, default=None, help="Only studies whose MD cell has this many atoms.")
+@click.option("--min-temperatures", type=int, default=None, help="Only studies run at at least this many temperatures.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json", "latex"]),
+    default="table",
+    show_default=True,
+    help="latex: a booktabs table for a paper (needs \\usepackage{booktabs}).",
+)
 @click.pass_context
-def results(ctx: click.Context, potential_kind: str | None, label: str | None, fmt: str) -> None:
-    """Every stored Arrhenius result with its potential and node UUIDs."""
-    _load_profile(ctx.obj["profile"])
-    from tabulate import tabulate
+def results(
+    ctx: click.Context,
+    potential_kind: str | None,
+    label: str | None,
+    potential: str | None,
+    foundation: str | None,
+    train_source: str | None,
+    min_train_frames: int | None,
+    max_train_frames: int | None,
+    atoms: int | None,
+    min_temperatures: int | None,
+    fmt: str,
+) -> None:
+    """Every stored Arrhenius result with its lineage (potential, training set, cell, MD) and node UUIDs.
 
+    Text filters ignore case; all filters combine. csv/json carry every column and UUID (study, potential,
+    fit, enclosing benchmark, training calculation, dataset); see docs/queries.md.
+    """
+    _load_profile(ctx.obj["profile"])
+    from aiida_lifdiff import tables
     from aiida_lifdiff.queries import arrhenius_results
 
-    rows = arrhenius_results(potential_kind=potential_kind, label=label)
+    rows = arrhenius_results(
+        potential_kind=potential_kind,
+        label=label,
+        potential=potential,
+        foundation=foundation,
+        train_source=train_source,
+        min_train_frames=min_train_frames,
+        max_train_frames=max_train_frames,
+        atoms=atoms,
+        min_temperatures=min_temperatures,
+    )
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(tables.to_json(rows))
     elif fmt == "csv":
-        if rows:
-            writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        click.echo(tables.to_csv(rows), nl=False)
+    elif fmt == "latex":
+        click.echo(tables.to_latex(rows), nl=False)
     elif not rows:
-        click.echo("no Arrhenius results in this profile")
-    else:
-        shown = [
-            [
-                r["pk"],
-                r["study"],
-                r["potential"],
-                "-" if r["train_frames"] is None else f"{r['train_frames']} frames",
-                r["mode"],
-                r["T_K"],
-                "-" if r["Ea_eV"] is None else f"{r['Ea_eV']:.3f} +- {r['Ea_err_eV']:.3f}",
-                "-" if r["D300_cm2_s"] is None else f"{r['D300_cm2_s']:.2e}",
-                r["status"],
-                r["study_uuid"],
-            ]
-            for r in rows
-        ]
-        click.echo(
-            tabulate(
-                shown,
-                headers=[
-                    "PK",
-                    "study",
-                    "potential",
-                    "trained on",
-                    "D",
-                    "T (K)",
-                    "Ea (eV)",
-                    "D300 (cm2/s)",
-                    "status",
-                    "UUID",
-                ],
-            )
+        filtered = any(
+            value is not None
+            for value in (potential_kind, label, potential, foundation, train_source, min_train_frames)
+            + (max_train_frames, atoms, min_temperatures)
         )
+        click.echo("no Arrhenius results " + ("match these filters" if filtered else "in this profile"))
+    else:
+        click.echo(tables.to_text(rows, chi2_warning=CHI2_WARNING))
+
+
+@cli.command()
+@click.argument("identifier")
+@click.option("--depth", type=int, default=40, show_default=True, help="How many links back to follow at most.")
+@click.option(
+    "--fan-out",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Siblings of one kind shown in full (e.g. replica trajectories); the others are counted.",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def lineage(ctx: click.Context, identifier: str, depth: int, fan_out: int, fmt: str) -> None:
+    """The chain from a result back to raw data and code versions.
+
+    IDENTIFIER: pk or UUID (prefix) of an Arrhenius result, a DiffusionWorkChain, a BenchmarkWorkChain, a
+    potential or any node. Each line: the link, the node, and for calculations their state, code and the
+    aiida-core/plugin versions recorded on them; nodes shown once, sibling replicas counted.
+    """
+    _load_profile(ctx.obj["profile"])
+    from aiida_lifdiff.queries import NodeNotFound, provenance_tree, tree_lines
+
+    try:
+        tree = provenance_tree(identifier, max_depth=depth, fan_out=fan_out)
+    except NodeNotFound as exception:
+        raise click.ClickException(str(exception)) from exception
+    if fmt == "json":
+        click.echo(json.dumps(tree, indent=1, default=str))
+    else:
+        click.echo("\n".join(tree_lines(tree)))
+
+
+@cli.command()
+@click.argument("study")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing archive in DIRECTORY.")
+@click.pass_context
+def export(ctx: click.Context, study: str, directory: Path, overwrite: bool) -> None:
+    """Write a study's AiiDA archive, figures and tables into DIRECTORY.
+
+    STUDY: pk, UUID or label (the newest with it) of a BenchmarkWorkChain or DiffusionWorkChain. Writes
+    STUDY.aiida (import it with `verdi archive import`), figures/*.png, results.csv/.tex/.json and, when the
+    study has a comparison output, comparison.csv/.tex.
+    """
+    _load_profile(ctx.obj["profile"])
+    from aiida_lifdiff.export import ExportError, export_study
+
+    try:
+        done = export_study(study, directory, overwrite=overwrite)
+    except ExportError as exception:
+        raise click.ClickException(str(exception)) from exception
+    node = done["study"]
+    click.echo(f"{node.process_label}<{node.pk}> {node.label!r} -> {directory}")
+    click.echo(f"  archive: {done['archive']}")
+    click.echo(f"  figures: {len(done['figures'])} in {directory / 'figures'}")
+    for text in done["missing_figures"]:
+        click.echo(f"  warning: figure without content skipped: {text}", err=True)
+    for path in done["tables"]:
+        click.echo(f"  table: {path}" + (f" ({done['rows']} rows)" if path.name.startswith("results") else ""))
 
 
 @cli.command()
