@@ -140,7 +140,9 @@ class LifdiffDeepmdTrainCalculation(CalcJob):
         )
         spec.default_output_node = "errors"
 
-        spec.exit_code(300, "ERROR_MISSING_OUTPUT", message="dp wrote no frozen model: {detail}")
+        spec.exit_code(
+            300, "ERROR_MISSING_OUTPUT", message="dp wrote no frozen model: {detail}", invalidates_cache=True
+        )
         spec.exit_code(
             301, "ERROR_TEST_FAILED", message="The model was trained and frozen, but dp test gave no errors: {detail}"
         )
@@ -151,6 +153,7 @@ class LifdiffDeepmdTrainCalculation(CalcJob):
             "ERROR_OUT_OF_WALLTIME",
             message="The job hit its wall time at training step {step} of {target}; the checkpoint (model.ckpt*) "
             "is in the remote folder.",
+            invalidates_cache=True,
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:

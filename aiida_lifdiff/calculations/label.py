@@ -118,9 +118,19 @@ class LifdiffLabelCalculation(CalcJob):
         spec.output("results", valid_type=orm.Dict, help="The program's summary: timing, model, versions.")
         spec.default_output_node = "results"
 
-        spec.exit_code(300, "ERROR_MISSING_OUTPUT", message="The labelling program left no usable output: {detail}")
+        spec.exit_code(
+            300,
+            "ERROR_MISSING_OUTPUT",
+            message="The labelling program left no usable output: {detail}",
+            invalidates_cache=True,
+        )
         spec.exit_code(302, "ERROR_INVALID_INPUT", message="The labelling program refused its input: {message}")
-        spec.exit_code(303, "ERROR_CUDA_UNAVAILABLE", message="CUDA was requested but is not available: {message}")
+        spec.exit_code(
+            303,
+            "ERROR_CUDA_UNAVAILABLE",
+            message="CUDA was requested but is not available: {message}",
+            invalidates_cache=True,
+        )
         spec.exit_code(310, "ERROR_ENGINE_FAILED", message="The engine (LAMMPS) failed: {message}")
         spec.exit_code(320, "ERROR_NON_FINITE_LABELS", message="Some frames got non-finite labels: {message}")
 

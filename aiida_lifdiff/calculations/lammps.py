@@ -61,6 +61,7 @@ class LifdiffLammpsCalculation(LammpsRawCalculation):
             311,
             "ERROR_TRAJECTORY_MISSING",
             message="The trajectory dump was not retrieved or holds no frame.",
+            invalidates_cache=True,
         )
         spec.exit_code(
             312,
@@ -77,6 +78,7 @@ class LifdiffLammpsCalculation(LammpsRawCalculation):
             "ERROR_OUT_OF_WALLTIME",
             message="LAMMPS stopped at step {step} of {target} on its timer before the walltime; a restart file "
             "was written.",
+            invalidates_cache=True,
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:

@@ -168,7 +168,9 @@ class LifdiffMaceTrainCalculation(CalcJob):
         )
         spec.default_output_node = "errors"
 
-        spec.exit_code(300, "ERROR_MISSING_MODEL", message="mace_run_train wrote no model file: {detail}")
+        spec.exit_code(
+            300, "ERROR_MISSING_MODEL", message="mace_run_train wrote no model file: {detail}", invalidates_cache=True
+        )
         spec.exit_code(301, "ERROR_OUTPUT_PARSING", message="The outputs of mace_run_train could not be read: {detail}")
         spec.exit_code(302, "ERROR_INVALID_INPUT", message="mace_run_train refused its arguments: {detail}")
         spec.exit_code(310, "ERROR_TRAINING_DIVERGED", message="The training diverged (NaN or infinite loss): {detail}")
@@ -178,6 +180,7 @@ class LifdiffMaceTrainCalculation(CalcJob):
             "ERROR_OUT_OF_WALLTIME",
             message="The job ran out of walltime before mace_run_train saved a model (last epoch: {epoch}); "
             "the checkpoints are in the remote folder.",
+            invalidates_cache=True,
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:

@@ -114,9 +114,16 @@ class LifdiffMdCalculation(CalcJob):
         spec.output("results", valid_type=orm.Dict, help="Runner summary: statuses, throughput, versions.")
         spec.default_output_node = "results"
 
-        spec.exit_code(300, "ERROR_MISSING_OUTPUT", message="The runner wrote no summary: {detail}")
+        spec.exit_code(
+            300, "ERROR_MISSING_OUTPUT", message="The runner wrote no summary: {detail}", invalidates_cache=True
+        )
         spec.exit_code(302, "ERROR_INVALID_INPUT", message="The runner refused its input: {message}")
-        spec.exit_code(303, "ERROR_CUDA_UNAVAILABLE", message="CUDA was requested but is not available: {message}")
+        spec.exit_code(
+            303,
+            "ERROR_CUDA_UNAVAILABLE",
+            message="CUDA was requested but is not available: {message}",
+            invalidates_cache=True,
+        )
         spec.exit_code(
             320,
             "ERROR_MEMBERS_FAILED",
@@ -126,6 +133,7 @@ class LifdiffMdCalculation(CalcJob):
             400,
             "ERROR_OUT_OF_WALLTIME",
             message="The runner stopped on its timer at step {step} of {target}; a checkpoint was written.",
+            invalidates_cache=True,
         )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:

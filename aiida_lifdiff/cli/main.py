@@ -61,8 +61,14 @@ def setup() -> None:
 
 @setup.command("localhost")
 @click.option("--label", default="lammps", show_default=True, help="Label of the LAMMPS code.")
+@click.option(
+    "--caching/--no-caching",
+    default=True,
+    show_default=True,
+    help="Enable AiiDA caching of the deterministic steps in this profile (the daemon reads it).",
+)
 @click.pass_context
-def setup_localhost(ctx: click.Context, label: str) -> None:
+def setup_localhost(ctx: click.Context, label: str, caching: bool) -> None:
     """The localhost computer (direct scheduler) and the codes of this environment: LAMMPS, lifdiff-md,
     lifdiff-label, and mace_run_train and dp when the `ml` extra is installed."""
     _load_profile(ctx.obj["profile"])
@@ -82,6 +88,14 @@ def setup_localhost(ctx: click.Context, label: str) -> None:
             click.echo(f"warning: {exception}", err=True)
     names = ", ".join(f"{code.full_label!r} (pk {code.pk})" for code in codes)
     click.echo(f"computer {computer.label!r} and codes {names} are ready")
+    if caching:
+        from aiida_lifdiff.caching import configure_profile_caching
+
+        enabled = configure_profile_caching(ctx.obj["profile"])
+        click.echo(
+            f"caching is on for {len(enabled)} deterministic process types of this profile (docs/caching.md); "
+            "restart a running daemon (`verdi daemon restart`) for it to take effect"
+        )
 
 
 def _print_study(node, output: Path | None) -> None:
@@ -229,20 +243,33 @@ def _number(value, spec: str) -> str:
     show_default=True,
     help="Folder for the CSV table, the JSON fit and the Arrhenius plot.",
 )
+@click.option(
+    "--cache/--no-cache",
+    default=True,
+    show_default=True,
+    help="Reuse finished calculations with identical inputs (AiiDA caching of the deterministic steps).",
+)
 @click.pass_context
-def run(ctx: click.Context, study_file: str, output: Path) -> None:
+def run(ctx: click.Context, study_file: str, output: Path, cache: bool) -> None:
     """Run a study in this process (no daemon needed), printing progress as it goes."""
     _load_profile(ctx.obj["profile"])
     from aiida.engine import run_get_node
 
+    from aiida_lifdiff.caching import enable_study_caching
+
     study, builder = _study_builder(study_file)
     click.echo(f"running study '{study.name}' ({study.protocol} protocol) ...")
-    _, node = run_get_node(builder)
+    if cache:
+        # Finished MD runs, trainings and analyses with the same inputs are reused (docs/caching.md).
+        with enable_study_caching():
+            _, node = run_get_node(builder)
+    else:
+        _, node = run_get_node(builder)
     click.echo(
         f"{node.process_label}<{node.pk}> finished with exit status {node.exit_status}"
         + (f": {node.exit_message}" if node.exit_message else "")
     )
-    if "summary" in node.outputs or node.process_label == "BenchmarkWorkChain":
+    if node.process_label == "BenchmarkWorkChain":
         _print_benchmark(node, output)
     else:
         _print_study(node, output)

@@ -173,7 +173,8 @@ class DiffusionWorkChain(WorkChain):
             valid_type=orm.Dict,
             help="timestep_fs, production_ps, equilibration_ps, frame_interval_fs, thermo_interval_fs, "
             "thermostat_damping_fs, optional timeout_s, engine (lammps|runner), and for the runner device, dtype "
-            "and members_per_job (how many (T, seed) members share one batched calculation; default all).",
+            "and members_per_job (how many (T, seed) members share one batched calculation; default the replicas "
+            "of one temperature, so that a cached study with one more temperature reruns none of the others).",
         )
         spec.input(
             "analysis",
@@ -258,7 +259,9 @@ class DiffusionWorkChain(WorkChain):
         if engine == "lammps":
             jobs = [[member] for member in members]
         else:
-            size = int(settings.get("members_per_job") or len(members))
+            # Default: one job per temperature. A job spanning temperatures would change (and miss the cache)
+            # whenever a temperature is added to the study.
+            size = int(settings.get("members_per_job") or len(self.inputs.seeds.get_list()))
             jobs = [members[i : i + size] for i in range(0, len(members), size)]
         running = {}
         self.ctx.job_of_member = {}
