@@ -123,3 +123,11 @@ def test_cli_missing_profile_gives_a_hint(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "cannot load AiiDA profile no-such-profile" in result.output
     assert "make demo" in result.output
+
+
+def test_cli_validate_lists_the_missing_files_of_a_well_formed_study():
+    result = CliRunner().invoke(cli, ["validate", str(REPO / "workchains" / "production.yaml")])
+    assert result.exit_code == 1
+    assert "well formed, but 2 file(s) it names are missing" in result.output
+    assert "models/lif-dft-deepmd.pb does not exist" in result.output
+    assert "data/lif-dft-deepmd does not exist" in result.output

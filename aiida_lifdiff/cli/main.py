@@ -46,11 +46,18 @@ def cli(ctx: click.Context, profile: str | None) -> None:
 @cli.command()
 @click.argument("study_file", type=click.Path(dir_okay=False))
 def validate(study_file: str) -> None:
-    """Check a study YAML without touching any database."""
+    """Check a study YAML without touching any database (exit 1 if it is wrong or names missing files)."""
+    missing: list[str] = []
     try:
-        study = load_study(study_file)
+        study = load_study(study_file, missing_files=missing)
     except StudyError as exception:
         raise click.ClickException(str(exception)) from exception
+    if missing:
+        click.echo(f"{study.path}: the study is well formed, but {len(missing)} file(s) it names are missing:")
+        for message in missing:
+            click.echo(f"  - {message.replace(f'{study.path}: ', '', 1)}")
+        click.echo("place them (paths are relative to the study file); `submit --dry-run` checks everything else")
+        raise SystemExit(1)
     click.echo(f"{study.path}: valid study '{study.name}' (protocol {study.protocol})")
 
 
