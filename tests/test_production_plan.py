@@ -80,7 +80,6 @@ def _run(args: list[str], env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.skipif(not (BIN / "verdi").exists(), reason="needs the verdi of this environment")
 def test_dry_run_on_a_fresh_profile(tmp_path):
     pytest.importorskip("mace")
     from helpers_mace import build_random_mace

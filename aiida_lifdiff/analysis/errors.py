@@ -137,6 +137,18 @@ def _pyplot():
     return plt
 
 
+def _square_parity_axes(ax, unit: str) -> None:
+    """Equal, shared limits on both axes with the y = x line drawn under the points, and axis labels."""
+    low, high = ax.get_xlim()
+    low, high = min(low, ax.get_ylim()[0]), max(high, ax.get_ylim()[1])
+    ax.plot([low, high], [low, high], "-", color="0.3", lw=0.8, zorder=0)
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high)
+    ax.set_aspect("equal")
+    ax.set_xlabel(f"reference ({unit})")
+    ax.set_ylabel(f"predicted ({unit})")
+
+
 def parity_plot(
     reference_frames: Sequence[Atoms],
     predicted_frames: Sequence[Atoms],
@@ -171,14 +183,7 @@ def parity_plot(
             (ax_e, "eV/atom", f"RMSE {errors['energy_rmse_meV_per_atom']:.3g} meV/atom"),
             (ax_f, "eV/$\\AA$", f"RMSE {errors['force_rmse_meV_per_A']:.3g} meV/$\\AA$"),
         ):
-            low, high = ax.get_xlim()
-            low, high = min(low, ax.get_ylim()[0]), max(high, ax.get_ylim()[1])
-            ax.plot([low, high], [low, high], "-", color="0.3", lw=0.8, zorder=0)
-            ax.set_xlim(low, high)
-            ax.set_ylim(low, high)
-            ax.set_aspect("equal")
-            ax.set_xlabel(f"reference ({unit})")
-            ax.set_ylabel(f"predicted ({unit})")
+            _square_parity_axes(ax, unit)
             ax.text(0.04, 0.94, rmse, transform=ax.transAxes, va="top")
         ax_e.set_title(f"energy ({errors['n_frames']} frames)")
         ax_f.set_title(f"force components ({errors['n_force_components']})")
@@ -226,14 +231,7 @@ def parity_overlay(
             (ax_e, "eV/atom", "RMSE (meV/atom)"),
             (ax_f, "eV/$\\AA$", "RMSE (meV/$\\AA$)"),
         ):
-            low, high = ax.get_xlim()
-            low, high = min(low, ax.get_ylim()[0]), max(high, ax.get_ylim()[1])
-            ax.plot([low, high], [low, high], "-", color="0.3", lw=0.8, zorder=0)
-            ax.set_xlim(low, high)
-            ax.set_ylim(low, high)
-            ax.set_aspect("equal")
-            ax.set_xlabel(f"reference ({unit})")
-            ax.set_ylabel(f"predicted ({unit})")
+            _square_parity_axes(ax, unit)
             ax.legend(fontsize="small", title=legend, title_fontsize="small", markerscale=3, loc="upper left")
         ax_e.set_title(f"energy ({len(reference_frames)} frames)")
         ax_f.set_title(f"force components ({f_ref.size})")

@@ -24,6 +24,20 @@ def _pyplot():
     return plt
 
 
+def _save_arrhenius_figure(fig, ax, title: str, path: str | os.PathLike[str]) -> Path:
+    """Log D against 1000/T: axes, labels, title and legend, then the PNG written to ``path``."""
+    ax.set_yscale("log")
+    ax.set_xlabel("1000 / T (1/K)")
+    ax.set_ylabel("D (cm$^2$/s)")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=150)
+    return out
+
+
 def plot_arrhenius(
     result: ArrheniusResult,
     path: str | os.PathLike[str],
@@ -69,18 +83,9 @@ def plot_arrhenius(
                 capsize=3,
                 label=str(label),
             )
-        ax.set_yscale("log")
-        ax.set_xlabel("1000 / T (1/K)")
-        ax.set_ylabel("D (cm$^2$/s)")
-        if title:
-            ax.set_title(title)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, dpi=150)
+        return _save_arrhenius_figure(fig, ax, title, path)
     finally:
         plt.close(fig)
-    return out
 
 
 def plot_msd(
@@ -192,15 +197,6 @@ def plot_arrhenius_overlay(
                 t_line = np.linspace(temperatures.min() * 0.97, temperatures.max() * 1.03, 100)
                 d_line = row["D0_cm2_s"] * np.exp(-row["Ea_eV"] / (K_B_EV_K * t_line))
                 ax.plot(1000.0 / t_line, d_line, "-", color=colour, lw=1.2)
-        ax.set_yscale("log")
-        ax.set_xlabel("1000 / T (1/K)")
-        ax.set_ylabel("D (cm$^2$/s)")
-        if title:
-            ax.set_title(title)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, dpi=150)
+        return _save_arrhenius_figure(fig, ax, title, path)
     finally:
         plt.close(fig)
-    return out
