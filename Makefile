@@ -8,7 +8,7 @@ export AIIDA_PATH := $(CURDIR)/.aiida
 DEMO_PROFILE := lifdiff-demo
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test lint venv clean-demo
+.PHONY: demo test test-unit test-lab lab lab-stop lab-status docs lint venv clean-demo
 
 venv: $(VENV)/.installed
 
@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: anything that pulls an unpinned torch would otherwise get a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -e '.[tests,ml]'
+	$(BIN)/python -m pip install --quiet -e '.[tests,ml,docs]'
 	@touch $@
 
 demo: venv
@@ -27,8 +27,30 @@ demo: venv
 	$(BIN)/aiida-lifdiff -p $(DEMO_PROFILE) setup localhost
 	$(BIN)/aiida-lifdiff -p $(DEMO_PROFILE) run workchains/demo.yaml --output results/demo
 
-test: venv
-	$(BIN)/python -m pytest -v -rs
+# The whole test suite, as CI runs it: the unit/integration stage (SQLite, ZeroMQ, no services), then the lab
+# stage on real PostgreSQL, RabbitMQ and SLURM (root: it installs and starts them). A service that cannot start
+# fails the lab stage with the reason; it is never skipped.
+test: test-unit test-lab
+
+test-unit: venv
+	$(BIN)/python -m pytest -v -rs --ignore=tests/lab
+
+test-lab: venv lab
+	LIFDIFF_LAB=require $(BIN)/python -m pytest -v -rs tests/lab
+
+# PostgreSQL, RabbitMQ and a one-node SLURM cluster with a GPU gres, from Debian packages (docs/lab.md).
+lab:
+	bash scripts/lab/install.sh
+	bash scripts/lab/start.sh
+
+lab-status:
+	bash scripts/lab/status.sh
+
+lab-stop:
+	bash scripts/lab/stop.sh
+
+docs: venv
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
 
 lint: venv
 	$(BIN)/ruff check aiida_lifdiff tests benchmarks

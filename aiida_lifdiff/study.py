@@ -29,7 +29,9 @@ _TOP_KEYS = {
     "labeller: NAME, iterations, finetune_from, initial_data, data: {overrides}}",
     "evaluation": "the frames every potential is evaluated on: {data: NAME, frames: N, seed} (held out) or "
     "{path, format, source} (a file)",
-    "codes": "code labels by role: lammps, runner, label, mace_train, dp (defaults: <program>@localhost)",
+    "computers": "computer of each step: a protocol of protocols/computers.yaml (laptop | lab) or {md, training, "
+    "labelling: COMPUTER}; the codes are <program>@<computer> (default: laptop, everything on localhost)",
+    "codes": "code labels by role: lammps, runner, label, mace_train, dp (default: <program>@<computer of its step>)",
     "structure": "overrides of the supercell: repeat, lattice_constant, interstitial_site",
     "temperatures_K": "list of temperatures (K), at least three",
     "seeds": "list of base seeds, one per replica",
@@ -42,13 +44,23 @@ _TRAINING_KEYS = {"protocol", "sampler", "labeller", "iterations", "finetune_fro
 DATASET_FORMATS = ("extxyz", "deepmd/npy", "deepmd/raw")
 #: The dataset the `training` section generates, as trainings and the evaluation name it.
 GENERATED = "generated"
-DEFAULT_CODES = {
-    "lammps": "lammps@localhost",
-    "runner": "lifdiff-md@localhost",
-    "label": "lifdiff-label@localhost",
-    "mace_train": "mace_run_train@localhost",
-    "dp": "dp@localhost",
+#: The program behind each code role, and the step (of protocols/computers.yaml) whose computer runs it.
+CODE_ROLES = {
+    "lammps": ("lammps", "md"),
+    "runner": ("lifdiff-md", "md"),
+    "label": ("lifdiff-label", "labelling"),
+    "mace_train": ("mace_run_train", "training"),
+    "dp": ("dp", "training"),
 }
+COMPUTER_STEPS = ("md", "training", "labelling")
+
+
+def default_codes(computers: dict[str, str]) -> dict[str, str]:
+    """Code labels by role for computers by step: <program>@<computer of the role's step>."""
+    return {role: f"{program}@{computers[step]}" for role, (program, step) in CODE_ROLES.items()}
+
+
+DEFAULT_CODES = default_codes({step: "localhost" for step in COMPUTER_STEPS})
 _STRUCTURE_KEYS = {"repeat", "lattice_constant", "interstitial_site"}
 
 
@@ -203,7 +215,7 @@ def load_study(path: str | Path, missing_files: list[str] | None = None) -> Stud
     training = _check_training(raw.get("training"), potentials, datasets, path)
     evaluation = _check_evaluation(raw.get("evaluation"), datasets, training, path)
     _check_trainings(potentials, datasets, training, evaluation, path)
-    codes = dict(DEFAULT_CODES)
+    codes = default_codes(_check_computers(raw.get("computers"), path))
     if "codes" in raw:
         if not isinstance(raw["codes"], dict):
             raise StudyError(f"{path}: 'codes' must map roles to code labels")
@@ -252,6 +264,24 @@ def load_study(path: str | Path, missing_files: list[str] | None = None) -> Stud
         datasets=datasets,
         evaluation=evaluation,
     )
+
+
+def _check_computers(computers: Any, path: Path) -> dict[str, str]:
+    """Computer label by step: a protocol of protocols/computers.yaml by name, or steps over the default one."""
+    from aiida_lifdiff.protocols import get_protocol_inputs, load_protocols
+
+    if computers is None or isinstance(computers, str):
+        try:
+            return get_protocol_inputs("computers", computers)
+        except ValueError as exception:
+            raise StudyError(f"{path}: computers: {exception}") from exception
+    if not isinstance(computers, dict):
+        raise StudyError(
+            f"{path}: 'computers' is a protocol name ({sorted(load_protocols('computers')['protocols'])})"
+            " or a mapping of steps to computer labels"
+        )
+    _unknown(set(computers), {step: "" for step in COMPUTER_STEPS}, f"{path}: computers")
+    return get_protocol_inputs("computers", None, {step: str(label) for step, label in computers.items()})
 
 
 def _check_potential(potential: Any, path: Path, where: str) -> dict:

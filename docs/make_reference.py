@@ -1,75 +1,173 @@
-"""Write docs/workflows.md from the process specs, so the reference never drifts from the code.
+"""Write docs/reference/processes.md: one aiida-core Sphinx directive per process registered in setup.cfg.
 
-Run: python docs/make_reference.py
+The page lists every entry point of the groups ``aiida.workflows`` and ``aiida.calculations`` in setup.cfg
+(work chains, calculation jobs and the calcfunctions registered there), so a new process cannot be left out.
+Its content (ports with their help, outline, exit codes) is filled in by the directives at build time, from the
+process specs themselves, so it never drifts from the code.
+
+Run:
+    python docs/make_reference.py           # (re)write the page
+    python docs/make_reference.py --check   # exit 1 if the page is not what setup.cfg gives (for CI)
+
+``docs/conf.py`` also rewrites the page (only when it changed) at the start of every Sphinx build.
 """
 
 from __future__ import annotations
 
+import argparse
+import configparser
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from aiida.engine.processes.ports import PortNamespace
-from aiida.plugins import CalculationFactory, WorkflowFactory
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+SETUP_CFG = ROOT / "setup.cfg"
+OUTPUT = DOCS / "reference" / "processes.md"
+GROUPS = ("aiida.workflows", "aiida.calculations")
 
-PROCESSES = [
-    ("workflow", "lifdiff.benchmark"),
-    ("workflow", "lifdiff.diffusion"),
-    ("workflow", "lifdiff.md"),
-    ("workflow", "lifdiff.training_data"),
-    ("workflow", "lifdiff.finetune"),
-    ("workflow", "lifdiff.deepmd_train"),
-    ("workflow", "lifdiff.evaluate"),
-    ("calculation", "lifdiff.lammps"),
-    ("calculation", "lifdiff.md"),
-    ("calculation", "lifdiff.label"),
-    ("calculation", "lifdiff.mace_train"),
-    ("calculation", "lifdiff.deepmd_train"),
-]
-
-
-def ports(namespace, prefix: str = "") -> list[str]:
-    lines = []
-    for name, port in sorted(namespace.items()):
-        if name == "metadata":
-            continue
-        full = f"{prefix}{name}"
-        if isinstance(port, PortNamespace):
-            lines.append(f"| `{full}` | namespace | | {(port.help or '').strip()} |")
-            lines += ports(port, prefix=f"{full}.")
-            continue
-        valid = getattr(port, "valid_type", None)
-        if isinstance(valid, tuple):
-            type_name = " or ".join(v.__name__ for v in valid if v is not type(None))
-        else:
-            type_name = getattr(valid, "__name__", "")
-        required = "yes" if port.required else "no"
-        lines.append(f"| `{full}` | {type_name} | {required} | {(port.help or '').strip()} |")
-    return lines
+KINDS = {
+    # kind: (section title, directive, one-line description of the section)
+    "workchain": ("Work chains", "aiida-workchain", "Entry point group `aiida.workflows`."),
+    "calcjob": (
+        "Calculation jobs",
+        "aiida-calcjob",
+        "Entry point group `aiida.calculations`: one per external program.",
+    ),
+    "calcfunction": (
+        "Calculation functions",
+        "aiida-calcfunction",
+        "Entry point group `aiida.calculations`: every transform of data, run in the daemon (or in the "
+        "`run` process), never on a remote computer.",
+    ),
+}
 
 
-def main() -> None:
+@dataclass(frozen=True)
+class ProcessEntry:
+    group: str
+    name: str
+    module: str
+    attribute: str
+    kind: str
+
+
+def entry_points(setup_cfg: Path = SETUP_CFG) -> list[tuple[str, str, str, str]]:
+    """``(group, name, module, attribute)`` of every process entry point in setup.cfg, in file order."""
+    parser = configparser.ConfigParser()
+    parser.read(setup_cfg)
+    result = []
+    for group in GROUPS:
+        raw = parser.get("options.entry_points", group, fallback="")
+        for line in raw.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, _, target = (part.strip() for part in line.partition("="))
+            module, _, attribute = target.partition(":")
+            result.append((group, name, module.strip(), attribute.strip()))
+    return result
+
+
+def classify(obj) -> str:
+    """``workchain``, ``calcjob`` or ``calcfunction``; anything else is an error, never skipped."""
+    from aiida.engine import CalcJob, WorkChain
+
+    if isinstance(obj, type) and issubclass(obj, WorkChain):
+        return "workchain"
+    if isinstance(obj, type) and issubclass(obj, CalcJob):
+        return "calcjob"
+    if getattr(obj, "is_process_function", False):
+        from aiida.orm import CalcFunctionNode
+
+        if issubclass(obj.node_class, CalcFunctionNode):
+            return "calcfunction"
+    raise TypeError(f"{obj!r} is not a WorkChain, CalcJob or calcfunction: the reference has no directive for it")
+
+
+def processes(setup_cfg: Path = SETUP_CFG) -> list[ProcessEntry]:
+    """Every registered process, imported and classified, sorted by kind and entry point name."""
+    import importlib
+
+    entries = []
+    for group, name, module, attribute in entry_points(setup_cfg):
+        obj = getattr(importlib.import_module(module), attribute)
+        entries.append(ProcessEntry(group, name, module, attribute, classify(obj)))
+    order = list(KINDS)
+    return sorted(entries, key=lambda entry: (order.index(entry.kind), entry.name))
+
+
+def render(setup_cfg: Path = SETUP_CFG) -> str:
+    """The Markdown (MyST) text of the reference page."""
+    entries = processes(setup_cfg)
+    counts = {kind: sum(entry.kind == kind for entry in entries) for kind in KINDS}
     out = [
-        "# Workflows reference",
+        "# Process reference",
         "",
-        "Generated from the process specifications by `docs/make_reference.py`.",
+        "<!-- Generated by docs/make_reference.py from the entry points in setup.cfg: do not edit by hand. -->",
+        "",
+        f"Every process that `setup.cfg` registers: {counts['workchain']} work chains, {counts['calcjob']} "
+        f"calculation jobs and {counts['calcfunction']} calculation functions. Each entry is rendered from the "
+        "process specification itself: the inputs and outputs with their types and help, the outline of a work "
+        "chain, and every exit code (inherited ones included). `verdi plugin list aiida.workflows lifdiff.md` "
+        "prints the same from the command line.",
         "",
     ]
-    for kind, entry_point in PROCESSES:
-        process = (WorkflowFactory if kind == "workflow" else CalculationFactory)(entry_point)
-        spec = process.spec()
-        out += [f"## `{entry_point}`: {process.__name__}", "", (process.__doc__ or "").strip().split("\n")[0], ""]
-        out += ["### Inputs", "", "| port | type | required | help |", "|---|---|---|---|"]
-        out += ports(spec.inputs)
-        out += ["", "### Outputs", "", "| port | type | required | help |", "|---|---|---|---|"]
-        out += ports(spec.outputs)
-        out += ["", "### Exit codes", "", "| status | label | message |", "|---|---|---|"]
-        for label, exit_code in sorted(spec.exit_codes.items(), key=lambda e: e[1].status):
-            message = exit_code.message.replace("|", "/")
-            out.append(f"| {exit_code.status} | `{label}` | {message} |")
-        out.append("")
-    path = Path(__file__).parent / "workflows.md"
-    path.write_text("\n".join(out))
-    print(f"wrote {path}")
+    for kind, (title, directive, description) in KINDS.items():
+        section = [entry for entry in entries if entry.kind == kind]
+        if not section:
+            continue
+        out += [f"## {title}", "", description, ""]
+        for entry in section:
+            out += [
+                f"### `{entry.name}`: {entry.attribute}",
+                "",
+                f"```{{{directive}}} {entry.attribute}",
+                f":module: {entry.module}",
+                "```",
+                "",
+                f"```{{aiida-exit-codes}} {entry.attribute}",
+                f":module: {entry.module}",
+                "```",
+                "",
+            ]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def write(path: Path = OUTPUT) -> bool:
+    """Write the page if its content changed; return whether it did."""
+    text = render()
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return True
+
+
+def check(path: Path = OUTPUT) -> list[str]:
+    """Problems that make the committed page differ from setup.cfg (empty when it is up to date)."""
+    if not path.is_file():
+        return [f"{path} does not exist: run python docs/make_reference.py"]
+    if path.read_text() != render():
+        return [f"{path} is out of date with setup.cfg: run python docs/make_reference.py"]
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check that the page is up to date")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check()
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if not problems:
+            print(f"{OUTPUT} is up to date ({len(processes())} processes)")
+        return 1 if problems else 0
+    changed = write()
+    print(f"{'wrote' if changed else 'unchanged:'} {OUTPUT} ({len(processes())} processes)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

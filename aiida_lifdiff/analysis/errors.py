@@ -10,7 +10,7 @@ Definitions (the ones ``scripts/make_tiny_models.py`` used for the numbers in
 
 - energy: per frame ``(E_pred - E_ref) / n_atoms``; RMSE, MAE, mean (the bias) and the RMSE after
   removing that mean (the spread, which is what a constant per-atom offset cannot explain), in meV/atom;
-- forces: every Cartesian component of every atom is one sample; RMSE, MAE and max |error| in meV/A,
+- forces: every Cartesian component of every atom is one sample; RMSE, MAE and max ``|error|`` in meV/A,
   and the RMS of the reference components (the scale the errors compare with);
 - stress: the 6 Voigt components of every frame are samples; RMSE and MAE in meV/A^3 (1 meV/A^3 =
   0.1602 GPa), only when every frame of both sides has stress.

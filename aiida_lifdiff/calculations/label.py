@@ -10,6 +10,7 @@ from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJob
 
+from aiida_lifdiff.codes import computer_device
 from aiida_lifdiff.data.dataset import DatasetData
 from aiida_lifdiff.data.potential import PotentialData
 
@@ -136,6 +137,8 @@ class LifdiffLabelCalculation(CalcJob):
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
         parameters = dict(LABEL_PARAMETERS)
+        # A computer made by `setup slurm --device cuda` labels on its GPU unless the inputs name a device.
+        parameters["device"] = computer_device(self.inputs.code.computer)
         if "parameters" in self.inputs:
             parameters.update(self.inputs.parameters.get_dict())
         potential = self.inputs.potential

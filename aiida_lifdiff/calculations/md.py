@@ -10,6 +10,7 @@ from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJob
 
+from aiida_lifdiff.codes import computer_device
 from aiida_lifdiff.data.potential import PotentialData
 
 INPUT_FILE = "input.json"
@@ -138,6 +139,8 @@ class LifdiffMdCalculation(CalcJob):
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
         parameters = {k: v for k, v in RUNNER_PARAMETERS.items() if v is not None}
+        # A computer made by `setup slurm --device cuda` runs MD on its GPU unless the inputs name a device.
+        parameters["device"] = computer_device(self.inputs.code.computer)
         parameters.update(self.inputs.parameters.get_dict())
         potential = self.inputs.potential
 

@@ -82,27 +82,152 @@ def setup_localhost(ctx: click.Context, label: str, caching: bool) -> None:
     from aiida_lifdiff import codes as setup_codes
 
     computer = setup_codes.ensure_localhost_computer()
-    codes = [setup_codes.ensure_lammps_code(computer, label=label)]
-    for ensure in (
-        setup_codes.ensure_runner_code,
-        setup_codes.ensure_label_code,
-        setup_codes.ensure_mace_train_code,
-        setup_codes.ensure_dp_code,
-    ):
+    try:
+        codes = [setup_codes.ensure_lammps_code(computer, label=label)]
+    except setup_codes.SetupConflict as exception:
+        raise click.ClickException(str(exception)) from exception
+    for role, ensure in setup_codes.CODE_MAKERS.items():
+        if role == "lammps":
+            continue
         try:
             codes.append(ensure(computer))
         except FileNotFoundError as exception:
             click.echo(f"warning: {exception}", err=True)
+        except setup_codes.SetupConflict as exception:
+            raise click.ClickException(str(exception)) from exception
     names = ", ".join(f"{code.full_label!r} (pk {code.pk})" for code in codes)
     click.echo(f"computer {computer.label!r} and codes {names} are ready")
     if caching:
-        from aiida_lifdiff.caching import configure_profile_caching
+        _enable_caching(ctx.obj["profile"])
 
-        enabled = configure_profile_caching(ctx.obj["profile"])
-        click.echo(
-            f"caching is on for {len(enabled)} deterministic process types of this profile (docs/caching.md); "
-            "restart a running daemon (`verdi daemon restart`) for it to take effect"
+
+def _enable_caching(profile: str | None) -> None:
+    from aiida_lifdiff.caching import configure_profile_caching
+
+    enabled = configure_profile_caching(profile)
+    click.echo(
+        f"caching is on for {len(enabled)} deterministic process types of this profile (docs/caching.md); "
+        "restart a running daemon (`verdi daemon restart`) for it to take effect"
+    )
+
+
+@setup.command("slurm")
+@click.option("--label", default="gpu", show_default=True, help="Label of the computer (codes are CODE@LABEL).")
+@click.option("--hostname", default="localhost", show_default=True, help="Login node of the cluster.")
+@click.option(
+    "--transport",
+    type=click.Choice(["core.local", "core.ssh", "core.ssh_async"]),
+    default="core.ssh",
+    show_default=True,
+    help="How AiiDA reaches the cluster: core.local when the daemon runs on the cluster itself.",
+)
+@click.option("--username", default=None, help="SSH user name (core.ssh); configures the transport with your keys.")
+@click.option(
+    "--workdir",
+    default=None,
+    help="Scratch directory for the jobs on the cluster ({username} is replaced) [default: "
+    "/scratch/{username}/aiida, or the AiiDA config directory for core.local].",
+)
+@click.option("--partition", default=None, help="SLURM partition of the GPU nodes (#SBATCH --partition).")
+@click.option("--account", default=None, help="SLURM account to charge (#SBATCH --account).")
+@click.option(
+    "--gpus", type=click.IntRange(min=0), default=1, show_default=True, help="GPUs per job (#SBATCH --gres=gpu:N)."
+)
+@click.option(
+    "--cpus",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU cores per job (#SBATCH --cpus-per-task; the codes use them as threads).",
+)
+@click.option(
+    "--prepend",
+    multiple=True,
+    help="A shell line every job runs first, e.g. 'module load cuda/12.4' (repeatable, kept in order).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cuda", "cpu"]),
+    default="cuda",
+    show_default=True,
+    help="Device of the MD runner and single points on this computer, unless a study's md.device says otherwise.",
+)
+@click.option(
+    "--venv",
+    default=None,
+    help="The plugin's virtual environment ON THE CLUSTER (same Python version); the codes point into it "
+    "[default: this environment].",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between two squeue calls of the daemon.",
+)
+@click.option(
+    "--caching/--no-caching",
+    default=True,
+    show_default=True,
+    help="Enable AiiDA caching of the deterministic steps in this profile (the daemon reads it).",
+)
+@click.pass_context
+def setup_slurm(
+    ctx: click.Context,
+    label: str,
+    hostname: str,
+    transport: str,
+    username: str | None,
+    workdir: str | None,
+    partition: str | None,
+    account: str | None,
+    gpus: int,
+    cpus: int | None,
+    prepend: tuple[str, ...],
+    device: str,
+    venv: str | None,
+    poll_interval: float,
+    caching: bool,
+) -> None:
+    """A SLURM GPU computer and the codes a study needs on it (lammps, lifdiff-md, lifdiff-label,
+    mace_run_train, dp).
+
+    Every job on it asks for the partition, account, GPUs and CPUs given here. Running it again with the
+    same options creates nothing; with other options for an existing label it refuses and lists the
+    differences.
+    """
+    _load_profile(ctx.obj["profile"])
+    from aiida_lifdiff import codes as setup_codes
+
+    try:
+        computer, created = setup_codes.ensure_slurm_computer(
+            label,
+            hostname=hostname,
+            transport=transport,
+            username=username,
+            workdir=workdir,
+            partition=partition,
+            account=account,
+            gpus=gpus,
+            cpus=cpus,
+            prepend=prepend,
+            device=device,
+            poll_interval=poll_interval,
         )
+        codes, warnings = setup_codes.ensure_study_codes(computer, venv=venv)
+    except (setup_codes.SetupConflict, ValueError) as exception:
+        raise click.ClickException(str(exception)) from exception
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    options = setup_codes.computer_settings(computer)["scheduler_options"]
+    click.echo(f"computer {computer.label!r} ({'created' if created else 'already there'}): core.slurm on {hostname}")
+    for key, value in options.items():
+        click.echo(f"  {key}: " + str(value).replace("\n", "; "))
+    click.echo(f"  MD device: {setup_codes.computer_device(computer)}")
+    click.echo("codes: " + ", ".join(f"{code.full_label} (pk {code.pk})" for code in codes))
+    if not computer.is_configured:
+        click.echo(f"next: verdi computer configure {transport} {label}   (then: verdi computer test {label})")
+    if caching:
+        _enable_caching(ctx.obj["profile"])
 
 
 def _print_study(node, output: Path | None) -> None:

@@ -7,10 +7,12 @@ settings as attributes (``temperature_K``, ``timestep_fs``, ``stride``, ``equili
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
 from aiida import orm
+from aiida.parsers import Parser
 
 
 def trajectory_node(
@@ -53,3 +55,25 @@ def thermo_node(columns: Mapping[str, np.ndarray]) -> orm.ArrayData:
     for key, values in columns.items():
         node.set_array(key, np.asarray(values))
     return node
+
+
+#: What slurmstepd writes to a job's stderr when SLURM kills the job at its time limit.
+SLURM_TIME_LIMIT = re.compile(r"CANCELLED AT \S+ DUE TO TIME LIMIT")
+
+
+def killed_at_walltime(parser: Parser) -> bool:
+    """Whether the scheduler killed the job of ``parser``'s calculation at its walltime.
+
+    AiiDA's SLURM plugin finds this from ``sacct`` when the cluster keeps accounting, and otherwise only when
+    slurmstepd's line is the first line of the scheduler's stderr; the whole file is searched here, so the
+    answer does not depend on either.
+    """
+    walltime = parser.node.process_class.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+    if parser.node.exit_status == walltime:
+        return True
+    name = parser.node.get_option("scheduler_stderr")
+    try:
+        text = parser.retrieved.base.repository.get_object_content(name, mode="r")
+    except (FileNotFoundError, TypeError):
+        return False
+    return bool(SLURM_TIME_LIMIT.search(text))

@@ -13,8 +13,8 @@ from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from aiida_lifdiff.engines import lammps_input, lammps_output
+from aiida_lifdiff.parsers.contract import killed_at_walltime, trajectory_node
 from aiida_lifdiff.parsers.contract import thermo_node as make_thermo
-from aiida_lifdiff.parsers.contract import trajectory_node
 from aiida_lifdiff.serialization import json_safe
 
 
@@ -23,6 +23,9 @@ class LifdiffLammpsParser(Parser):
 
     def parse(self, **kwargs) -> ExitCode | None:
         retrieved = self.retrieved
+        if killed_at_walltime(self):
+            # LAMMPS had no chance to write a restart file: the work chain reruns this segment.
+            return self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME
         names = set(retrieved.base.repository.list_object_names())
         stdout_name = self.node.base.attributes.get("output_filename")
         if stdout_name not in names:

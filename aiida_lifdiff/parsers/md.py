@@ -12,7 +12,7 @@ from aiida.parsers import Parser
 
 from aiida_lifdiff.calculations.md import SUMMARY_FILE
 from aiida_lifdiff.engines.lammps_output import read_thermo
-from aiida_lifdiff.parsers.contract import thermo_node, trajectory_node
+from aiida_lifdiff.parsers.contract import killed_at_walltime, thermo_node, trajectory_node
 from aiida_lifdiff.serialization import json_safe
 
 #: Runner exit codes (see aiida_lifdiff.runner.md) that mean the input itself was refused.
@@ -28,6 +28,9 @@ class LifdiffMdParser(Parser):
 
     def parse(self, **kwargs) -> ExitCode | None:
         names = self._all_names()
+        if SUMMARY_FILE not in names and killed_at_walltime(self):
+            # Killed before the runner could checkpoint on SIGTERM: the work chain reruns this segment.
+            return self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME
         if SUMMARY_FILE not in names:
             stdout = self.node.base.attributes.get("output_filename")
             tail = self._read(stdout)[-2000:] if stdout in names else "(no output)"

@@ -11,6 +11,7 @@ from aiida import orm
 from aiida.engine import ToContext, WorkChain
 
 from aiida_lifdiff.calculations.label import LifdiffLabelCalculation, species_problem
+from aiida_lifdiff.codes import with_computer_options
 from aiida_lifdiff.data.dataset import DatasetData, unlabelled_problem
 from aiida_lifdiff.data.potential import PotentialData
 from aiida_lifdiff.workflows.functions.evaluation import compare_labels
@@ -57,7 +58,7 @@ class EvaluationWorkChain(WorkChain):
         inputs["potential"] = self.inputs.potential
         inputs["frames"] = self.inputs.dataset
         inputs.setdefault("metadata", {})["call_link_label"] = "label"
-        node = self.submit(LifdiffLabelCalculation, **inputs)
+        node = self.submit(LifdiffLabelCalculation, **with_computer_options(inputs))
         self.report(f"labelling {self.inputs.dataset.n_frames} frames with {node.process_label}<{node.pk}>")
         return ToContext(label=node)
 

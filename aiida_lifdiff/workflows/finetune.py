@@ -17,6 +17,7 @@ from aiida.engine import ToContext, WorkChain, if_
 
 from aiida_lifdiff.calculations.deepmd_train import LifdiffDeepmdTrainCalculation
 from aiida_lifdiff.calculations.mace_train import LifdiffMaceTrainCalculation
+from aiida_lifdiff.codes import with_computer_options
 from aiida_lifdiff.data.dataset import DatasetData, unlabelled_problem
 from aiida_lifdiff.data.potential import PotentialData
 from aiida_lifdiff.protocols import get_protocol_inputs
@@ -118,7 +119,7 @@ class _ModelTrainingWorkChain(WorkChain):
     def train(self):
         inputs = self._training_inputs()
         inputs.metadata = {**inputs.get("metadata", {}), "call_link_label": "train"}
-        node = self.submit(self._calculation, **inputs)
+        node = self.submit(self._calculation, **with_computer_options(inputs))
         self.report(f"training {self._model_kind} model: {node.process_label}<{node.pk}>")
         return ToContext(training=node)
 

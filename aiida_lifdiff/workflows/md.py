@@ -8,11 +8,11 @@ members (temperature, seed) per calculation). DeePMD can also go through the run
 from __future__ import annotations
 
 from aiida import orm
-from aiida.common import AttributeDict
 from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, process_handler, while_
 
 from aiida_lifdiff.calculations.lammps import LifdiffLammpsCalculation
 from aiida_lifdiff.calculations.md import LifdiffMdCalculation, validate_runner_parameters
+from aiida_lifdiff.codes import with_computer_options
 from aiida_lifdiff.data.potential import PotentialData
 from aiida_lifdiff.workflows.functions.lammps_inputs import (
     MD_PARAMETERS,
@@ -172,13 +172,22 @@ class MdWorkChain(BaseRestartWorkChain):
             "ERROR_SOME_MEMBERS_FAILED",
             message="{count} member(s) failed; the trajectories of the others are in the outputs: {details}",
         )
+        spec.exit_code(
+            412,
+            "ERROR_UNKNOWN_WALLTIME",
+            message="The scheduler killed a calculation at a time limit the inputs do not state: set "
+            "metadata.options.max_wallclock_seconds so that the engine can stop itself in time.",
+        )
 
     def setup(self) -> None:
         self.ctx.engine = engine_for(
             self.inputs.potential, self.inputs.engine.value if "engine" in self.inputs else None
         )
         super().setup()
-        self.ctx.inputs = AttributeDict(self.exposed_inputs(self.process_class, ENGINE_NAMESPACES[self.ctx.engine]))
+        # Partition, account and GPU request of the code's computer (`setup slurm`); explicit options win.
+        self.ctx.inputs = with_computer_options(
+            self.exposed_inputs(self.process_class, ENGINE_NAMESPACES[self.ctx.engine])
+        )
         self.ctx.md = dict(self.inputs.parameters.get_dict())
         walltime = self.ctx.inputs.get("metadata", {}).get("options", {}).get("max_wallclock_seconds")
         if self.ctx.md.get("timeout_s") is None and walltime:
@@ -247,6 +256,29 @@ class MdWorkChain(BaseRestartWorkChain):
             self.ctx.segments[name].append(trajectory)
         self._set_inputs(parent_folder=node.outputs.remote_folder, restart=True)
         self.report(f"{node.process_label}<{node.pk}> stopped on its timer: continuing from its restart file")
+        return ProcessHandlerReport(do_break=True)
+
+    @process_handler(priority=610, exit_codes=LifdiffLammpsCalculation.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME)
+    def handle_scheduler_walltime(self, node) -> ProcessHandlerReport:
+        """The scheduler killed the job at its walltime before the engine's own timer stopped it.
+
+        That happens when start-up or a slow node eats the margin, or when the timer was set by hand. The
+        killed run left no restart file, so the same segment runs again with the engine's timer at half of
+        what failed: the next run stops itself, writes its restart file, and the walltime handler above
+        continues from there.
+        """
+        walltime = node.get_option("max_wallclock_seconds")
+        previous = self.ctx.md.get("timeout_s") or walltime
+        if not previous:
+            return ProcessHandlerReport(do_break=True, exit_code=self.exit_codes.ERROR_UNKNOWN_WALLTIME)
+        timeout = 0.5 * min(float(previous), float(walltime or previous))
+        self.ctx.md["timeout_s"] = timeout
+        parent = self.ctx.inputs.get("parent_folder")
+        self._set_inputs(parent_folder=parent, restart=parent is not None)
+        self.report(
+            f"{node.process_label}<{node.pk}> was killed by the scheduler at its walltime ({walltime} s): "
+            f"running the segment again with the engine stopping itself after {timeout:.0f} s"
+        )
         return ProcessHandlerReport(do_break=True)
 
     @process_handler(priority=500, exit_codes=LifdiffLammpsCalculation.exit_codes.ERROR_LOST_ATOMS)

@@ -14,6 +14,7 @@ from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, if_, while_
 
 from aiida_lifdiff.calculations.label import LifdiffLabelCalculation
+from aiida_lifdiff.codes import with_computer_options
 from aiida_lifdiff.data.dataset import DatasetData
 from aiida_lifdiff.data.potential import PotentialData
 from aiida_lifdiff.protocols import get_protocol_inputs
@@ -235,7 +236,7 @@ class TrainingDataWorkChain(WorkChain):
         inputs.potential = self.inputs.labeller
         inputs.frames = self.ctx.frames
         inputs.metadata = {**inputs.get("metadata", {}), "call_link_label": f"label_{self.ctx.iteration}"}
-        node = self.submit(LifdiffLabelCalculation, **inputs)
+        node = self.submit(LifdiffLabelCalculation, **with_computer_options(inputs))
         self.report(f"labelling {self.ctx.frames.n_frames} frames with {self.inputs.labeller.label}: <{node.pk}>")
         return ToContext(labelling=node)
 
