@@ -207,7 +207,8 @@ def ensure_slurm_computer(
     if not computer.is_configured:
         if transport == "core.local":
             computer.configure(safe_interval=0.0)
-        elif username:
+        elif username and transport == "core.ssh":
+            # core.ssh_async takes a host alias of ~/.ssh/config instead: `verdi computer configure` it.
             computer.configure(username=username, look_for_keys=True, safe_interval=5.0)
     return computer, created
 
