@@ -66,14 +66,17 @@ def setup() -> None:
     """Create the computers and codes a study needs (idempotent)."""
 
 
-@setup.command("localhost")
-@click.option("--label", default="lammps", show_default=True, help="Label of the LAMMPS code.")
-@click.option(
+CACHING_OPTION = click.option(
     "--caching/--no-caching",
     default=True,
     show_default=True,
     help="Enable AiiDA caching of the deterministic steps in this profile (the daemon reads it).",
 )
+
+
+@setup.command("localhost")
+@click.option("--label", default="lammps", show_default=True, help="Label of the LAMMPS code.")
+@CACHING_OPTION
 @click.pass_context
 def setup_localhost(ctx: click.Context, label: str, caching: bool) -> None:
     """The localhost computer (direct scheduler) and the codes of this environment: LAMMPS, lifdiff-md,
@@ -164,12 +167,7 @@ def _enable_caching(profile: str | None) -> None:
     show_default=True,
     help="Seconds between two squeue calls of the daemon.",
 )
-@click.option(
-    "--caching/--no-caching",
-    default=True,
-    show_default=True,
-    help="Enable AiiDA caching of the deterministic steps in this profile (the daemon reads it).",
-)
+@CACHING_OPTION
 @click.pass_context
 def setup_slurm(
     ctx: click.Context,
