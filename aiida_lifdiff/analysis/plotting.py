@@ -24,11 +24,8 @@ def _pyplot():
     return plt
 
 
-def _save_arrhenius_figure(fig, ax, title: str, path: str | os.PathLike[str]) -> Path:
-    """Log D against 1000/T: axes, labels, title and legend, then the PNG written to ``path``."""
-    ax.set_yscale("log")
-    ax.set_xlabel("1000 / T (1/K)")
-    ax.set_ylabel("D (cm$^2$/s)")
+def _save_figure(fig, ax, title: str, path: str | os.PathLike[str]) -> Path:
+    """Title and legend, then the PNG written to ``path``: the finish every figure of the project shares."""
     if title:
         ax.set_title(title)
     ax.legend(fontsize="small")
@@ -36,6 +33,14 @@ def _save_arrhenius_figure(fig, ax, title: str, path: str | os.PathLike[str]) ->
     out = Path(path)
     fig.savefig(out, dpi=150)
     return out
+
+
+def _save_arrhenius_figure(fig, ax, title: str, path: str | os.PathLike[str]) -> Path:
+    """Log D against 1000/T: axes and labels, then :func:`_save_figure`."""
+    ax.set_yscale("log")
+    ax.set_xlabel("1000 / T (1/K)")
+    ax.set_ylabel("D (cm$^2$/s)")
+    return _save_figure(fig, ax, title, path)
 
 
 def plot_arrhenius(
@@ -130,12 +135,7 @@ def plot_msd(
         ax.plot(t_fit, 6.0 * D * t_fit + offset, "--", color="C1", label=f"6Dt, D = {D:.3g} A$^2$/ps")
         ax.set_xlabel("lag time (ps)")
         ax.set_ylabel("MSD (A$^2$)")
-        if title:
-            ax.set_title(title)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        out = Path(path)
-        fig.savefig(out, dpi=150)
+        out = _save_figure(fig, ax, title, path)
     finally:
         plt.close(fig)
     return out
