@@ -47,6 +47,7 @@ FIT_KEYS = {
     "D0_err_cm2_s": "f",
     "D300_cm2_s": "f",
     "D300_err_cm2_s": "f",
+    "D300_factor": "f",
     "chi2_dof": "f",
     "n_points": "i",
     "reason": "t",
@@ -261,6 +262,22 @@ def _study_structures(study_ids: Sequence[int]) -> dict[int, dict]:
     return found
 
 
+def _study_lattices(study_ids: Sequence[int]) -> dict[int, float]:
+    """``{study pk: a0 (A)}`` for studies that relaxed their potential's lattice (the ``lattice`` output)."""
+    found: dict[int, float] = {}
+    for chunk in _chunks(study_ids):
+        qb = orm.QueryBuilder()
+        qb.append(orm.WorkflowNode, filters={"id": {"in": chunk}}, tag="study", project=["id"])
+        qb.append(
+            orm.Dict,
+            with_incoming="study",
+            edge_filters={"label": "lattice"},
+            project=[{"attributes.a0_A": {"cast": "f"}}],
+        )
+        found.update({pk: a0 for pk, a0 in qb.all() if a0 is not None})
+    return found
+
+
 def _study_benchmarks(study_ids: Sequence[int]) -> dict[int, dict]:
     """``{study pk: {benchmark, benchmark_pk, benchmark_uuid}}`` for studies called by a BenchmarkWorkChain."""
     found: dict[int, dict] = {}
@@ -359,6 +376,7 @@ def arrhenius_results(
     inputs = _study_inputs(study_ids)
     structures = _study_structures(study_ids)
     benchmarks = _study_benchmarks(study_ids)
+    lattices = _study_lattices(study_ids)
     lineages = training_lineages({record[8] for record in records if record[7] != "classical"})
 
     rows = []
@@ -407,6 +425,7 @@ def arrhenius_results(
             "trainer": lineage.get("trainer"),
             "n_atoms": cell.get("n_atoms"),
             "repeat": cell.get("repeat"),
+            "a0_A": lattices.get(pk),
             "temperatures_K": [float(t) for t in temperatures],
             "n_temperatures": len(temperatures),
             "n_fit_temperatures": record.get("n_points") if fit_ok else 0,
@@ -422,6 +441,7 @@ def arrhenius_results(
             "D0_err_cm2_s": record.get("D0_err_cm2_s") if fit_ok else None,
             "D300_cm2_s": record.get("D300_cm2_s") if fit_ok else None,
             "D300_err_cm2_s": record.get("D300_err_cm2_s") if fit_ok else None,
+            "D300_factor": record.get("D300_factor") if fit_ok else None,
             "chi2_dof": record.get("chi2_dof") if fit_ok else None,
             "exit_status": exit_status,
             "status": status,

@@ -34,6 +34,7 @@ RESULT_COLUMNS = (
     "trainer",
     "n_atoms",
     "repeat",
+    "a0_A",
     "temperatures_K",
     "n_temperatures",
     "n_fit_temperatures",
@@ -49,6 +50,7 @@ RESULT_COLUMNS = (
     "D0_err_cm2_s",
     "D300_cm2_s",
     "D300_err_cm2_s",
+    "D300_factor",
     "chi2_dof",
     "exit_status",
     "status",
@@ -236,6 +238,7 @@ TABLE_HEADERS = (
     "foundation",
     "trained on",
     "atoms",
+    "a0 (A)",
     "T (K)",
     "MD per T",
     "Ea (eV)",
@@ -257,8 +260,11 @@ def to_text(rows: Sequence[dict], chi2_warning: float = CHI2_WARNING) -> str:
         d300 = row.get("D300_cm2_s")
         d300_text = "-"
         if _finite(d300):
-            error = row.get("D300_err_cm2_s")
-            d300_text = f"{d300:.2e}" + (f" +- {error:.1e}" if _finite(error) else "")
+            factor, error = row.get("D300_factor"), row.get("D300_err_cm2_s")
+            if _finite(factor):
+                d300_text = f"{d300:.2e} x/ {factor:.2g}"
+            else:
+                d300_text = f"{d300:.2e}" + (f" +- {error:.1e}" if _finite(error) else "")
         table.append(
             [
                 row.get("pk"),
@@ -268,6 +274,7 @@ def to_text(rows: Sequence[dict], chi2_warning: float = CHI2_WARNING) -> str:
                 row.get("foundation") or "-",
                 training_text(row),
                 cell_text(row),
+                number(row.get("a0_A"), ".3f"),
                 temperatures_text(row),
                 md_text(row),
                 plus_minus(row.get("Ea_eV"), row.get("Ea_err_eV")),
@@ -362,6 +369,14 @@ COMPARISON_COLUMNS = (
     "D300_cm2_s",
     "D300_err_cm2_s",
     "chi2_dof",
+    "a0_A",
+    "delta_a0_A",
+    "barrier_knockoff_collinear_eV",
+    "delta_barrier_knockoff_collinear_eV",
+    "barrier_knockoff_noncollinear_eV",
+    "delta_barrier_knockoff_noncollinear_eV",
+    "barrier_direct_eV",
+    "delta_barrier_direct_eV",
     "energy_rmse_meV_per_atom",
     "force_rmse_meV_per_A",
     "eval_energy_rmse_meV_per_atom",

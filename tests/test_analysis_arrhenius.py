@@ -160,3 +160,65 @@ def test_plot_msd_writes_png(tmp_path):
     msd = 0.3 * t + 0.05
     out = plot_msd(t, msd, 0.02 * msd + 0.01, (1.0, 5.9), 0.05, str(tmp_path / "msd.png"), title="tracer")
     assert _png_ok(out)
+
+
+def test_extrapolated_d_is_a_calibrated_interval_in_log_space():
+    """D(300 K) from 600-1000 K data: the 1-sigma factor covers the true D300 in ~68 % of noisy repeats."""
+    from aiida_lifdiff.analysis.arrhenius import extrapolation_interval
+
+    rng = np.random.default_rng(7)
+    true300 = _d_true(300.0)
+    covered, factors = 0, []
+    trials = 400
+    for _ in range(trials):
+        d, d_err = _noisy(rng)
+        interval = extrapolation_interval(fit_arrhenius(TEMPS, d, d_err), 300.0, birge=False)
+        assert interval["low_cm2_s"] < interval["D_cm2_s"] < interval["high_cm2_s"]
+        covered += interval["low_cm2_s"] <= true300 <= interval["high_cm2_s"]
+        factors.append(interval["factor"])
+    assert 0.62 <= covered / trials <= 0.74
+    # Extrapolating 2-3x below the data: the error is a factor well above 1, never a negative lower bound.
+    assert min(factors) > 1.2
+
+
+def test_extrapolation_interval_takes_the_birge_scale_when_the_points_scatter():
+    from aiida_lifdiff.analysis.arrhenius import extrapolation_interval
+
+    d = _d_true(TEMPS) * np.array([1.0, 1.3, 0.8, 1.25, 0.85])  # 5 % errors claimed, 20-30 % scatter
+    result = fit_arrhenius(TEMPS, d, 0.05 * d)
+    assert result.chi2_dof > 4
+    plain = extrapolation_interval(result, 300.0, birge=False)
+    scaled = extrapolation_interval(result, 300.0)
+    assert scaled["birge_scale"] == pytest.approx(np.sqrt(result.chi2_dof))
+    assert np.log(scaled["factor"]) == pytest.approx(np.log(plain["factor"]) * np.sqrt(result.chi2_dof))
+    with pytest.raises(ArrheniusFitError, match="> 0 K"):
+        extrapolation_interval(result, -5.0)
+
+
+def _diffusivity_entry(temperature, d, diffusive=True):
+    record = {"D_cm2_s": d, "D_err_cm2_s": 0.05 * d, "diffusive": diffusive, "diagnosis": "" if diffusive else "flat"}
+    return {"temperature_K": temperature, "tracer": record, "collective": record}
+
+
+def test_a_dropped_temperature_is_named_and_its_effect_on_ea_reported(aiida_profile):
+    """A non-diffusive temperature is left out of the fit, said so, and the fit with it is reported beside."""
+    from aiida import orm
+
+    from aiida_lifdiff.workflows.functions.arrhenius import fit_arrhenius as fit_calcfunction
+
+    temperatures = [500.0, 600.0, 700.0, 800.0, 900.0]
+    d = _d_true(temperatures)
+    d_low = d[0] * 10  # the 500 K run never left its plateau: an apparent D far above the Arrhenius line
+    entries = {
+        f"T_{i}": orm.Dict(_diffusivity_entry(t, d_low if i == 0 else v, diffusive=i != 0))
+        for i, (t, v) in enumerate(zip(temperatures, d))
+    }
+    result = fit_calcfunction(orm.Dict({"primary_mode": "tracer"}), **entries)["arrhenius"]["tracer"]
+    assert result["fit_ok"] and result["Ea_eV"] == pytest.approx(EA, rel=1e-6)
+    assert [x["temperature_K"] for x in result["excluded"]] == [500.0]
+    sensitivity = result["sensitivity"]
+    assert sensitivity["excluded_temperatures_K"] == [500.0]
+    assert sensitivity["Ea_with_excluded_eV"] < EA - 0.05  # the plateau point flattens the line: Ea drops
+    assert sensitivity["delta_Ea_eV"] == pytest.approx(sensitivity["Ea_with_excluded_eV"] - result["Ea_eV"])
+    low, high = result["D300_interval_cm2_s"]
+    assert low < result["D300_cm2_s"] < high and result["D300_factor"] == pytest.approx(high / result["D300_cm2_s"])

@@ -63,3 +63,30 @@ def test_two_fits_of_the_same_arrhenius_law_agree_within_their_combined_error():
     assert abs(pulls.mean()) < 0.15
     assert 0.60 < np.mean(np.abs(pulls) < 1.0) < 0.76
     assert math.isfinite(pulls.std()) and 0.85 < pulls.std() < 1.15
+
+
+def test_static_columns_compare_converged_barriers_only():
+    from aiida_lifdiff.analysis.comparison import static_columns
+
+    reference = {
+        "a0_A": 4.01,
+        "barriers_eV": {"knockoff_collinear": 0.20, "knockoff_noncollinear": 0.35, "direct": 0.60},
+        "converged": {"knockoff_collinear": True, "knockoff_noncollinear": True, "direct": True},
+    }
+    candidate = {
+        "a0_A": 4.09,
+        "barriers_eV": {"knockoff_collinear": 0.25, "knockoff_noncollinear": 0.30, "direct": 0.90},
+        "converged": {"knockoff_collinear": True, "knockoff_noncollinear": True, "direct": False},
+        "max_force_eV_A": {"knockoff_collinear": 0.01, "knockoff_noncollinear": 0.02, "direct": 0.4},
+    }
+    lattice = {"a0_A": 4.085, "B0_GPa": 60.0}
+    row = static_columns(lattice, candidate, None, reference)
+    # The lattice relaxation's a0 wins over the barrier run's; the difference is to the reference's.
+    assert row["a0_A"] == 4.085 and row["B0_GPa"] == 60.0
+    assert abs(row["delta_a0_A"] - 0.075) < 1e-12
+    assert abs(row["delta_barrier_knockoff_collinear_eV"] - 0.05) < 1e-12
+    assert abs(row["delta_barrier_knockoff_noncollinear_eV"] + 0.05) < 1e-12
+    # An unconverged band is kept and flagged, never compared.
+    assert row["barrier_direct_eV"] == 0.90 and row["barrier_direct_converged"] is False
+    assert "delta_barrier_direct_eV" not in row
+    assert static_columns(None, None) == {}

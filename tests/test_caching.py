@@ -244,7 +244,7 @@ def run_runner_study(runner_code, potential, temperatures):
     from aiida_lifdiff.workflows.diffusion import DiffusionWorkChain
 
     overrides = {
-        "supercell": {"repeat": 1},
+        "supercell": {"repeat": 1, "relax_lattice": False},
         "temperatures_K": [float(t) for t in temperatures],
         "seeds": SEEDS,
         "md_settings": {

@@ -6,6 +6,7 @@ but D0 and the extrapolated D come out in whatever unit D was given in. Ea is al
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,6 +19,7 @@ __all__ = [
     "ArrheniusFitError",
     "ArrheniusResult",
     "arrhenius_extrapolate",
+    "extrapolation_interval",
     "fit_arrhenius",
 ]
 
@@ -190,3 +192,27 @@ def arrhenius_extrapolate(
     if temps.ndim == 0:
         return float(d), float(d_err)
     return d, d_err
+
+
+def extrapolation_interval(result: ArrheniusResult, T: float, birge: bool = True) -> dict[str, float]:
+    """D at ``T`` as a one-sigma interval in log space: ``D / factor .. D * factor``.
+
+    A diffusivity extrapolated over hundreds of kelvin is log-normal: its error is a factor, not a plus-minus
+    (``D300 +- D300_err`` with ``D300_err > D300`` would reach negative D). The factor is
+    ``exp(sigma_lnD)`` from the full (ln D0, Ea) covariance, multiplied in the exponent by ``sqrt(chi2/dof)``
+    when that exceeds 1 (``birge``), the same Birge scaling the comparisons apply to Ea.
+    """
+    temperature = float(T)
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise ArrheniusFitError(f"extrapolation temperature must be finite and > 0 K; got {T!r}")
+    ln_d, sigma = _ln_d_and_sigma(result, np.asarray(temperature))
+    scale = math.sqrt(max(1.0, result.chi2_dof)) if birge else 1.0
+    factor = math.exp(float(sigma) * scale)
+    d = math.exp(float(ln_d))
+    return {
+        "D_cm2_s": d,
+        "factor": factor,
+        "low_cm2_s": d / factor,
+        "high_cm2_s": d * factor,
+        "birge_scale": scale,
+    }

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ea_error", "difference", "comparison_row", "ERROR_KEYS"]
+__all__ = ["ea_error", "difference", "comparison_row", "static_columns", "ERROR_KEYS", "BARRIER_PATHS"]
 
 #: Evaluation-set errors copied into each row (units in the names).
 ERROR_KEYS = (
@@ -21,6 +21,9 @@ ERROR_KEYS = (
     "n_frames",
 )
 
+#: The migration paths every barrier row reports (``lifdiff-barrier``'s ``barriers_eV`` keys).
+BARRIER_PATHS = ("knockoff_collinear", "knockoff_noncollinear", "direct")
+
 _FIT_KEYS = (
     "Ea_eV",
     "Ea_err_eV",
@@ -29,6 +32,7 @@ _FIT_KEYS = (
     "D0_err_cm2_s",
     "D300_cm2_s",
     "D300_err_cm2_s",
+    "D300_factor",
     "chi2_dof",
     "n_points",
 )
@@ -98,3 +102,47 @@ def comparison_row(
         if errors is not None and errors.get(key) is not None:
             row[f"eval_{key}"] = errors[key]
     return row
+
+
+def static_columns(
+    lattice: Mapping[str, Any] | None,
+    barriers: Mapping[str, Any] | None,
+    reference_lattice: Mapping[str, Any] | None = None,
+    reference_barriers: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The static part of a row: a0 and each path's barrier, with the differences to the reference.
+
+    ``lattice`` is a lattice relaxation's results (``a0_A``, ``B0_GPa``); ``barriers`` a barrier run's results
+    (``a0_A``, ``barriers_eV``, ``converged``, ``max_force_eV_A``). A barrier whose NEB did not converge is kept
+    with ``barrier_<path>_converged`` False and gets no difference: an unconverged band is an upper bound at
+    best, not a number to compare.
+    """
+    columns: dict[str, Any] = {}
+    source = lattice if lattice and lattice.get("a0_A") is not None else barriers
+    if source and source.get("a0_A") is not None:
+        columns["a0_A"] = float(source["a0_A"])
+        if source.get("B0_GPa") is not None:
+            columns["B0_GPa"] = float(source["B0_GPa"])
+        reference_source = (
+            reference_lattice if reference_lattice and reference_lattice.get("a0_A") is not None else reference_barriers
+        )
+        if reference_source and reference_source.get("a0_A") is not None:
+            columns["delta_a0_A"] = columns["a0_A"] - float(reference_source["a0_A"])
+    if not barriers:
+        return columns
+    values = barriers.get("barriers_eV") or {}
+    converged = barriers.get("converged") or {}
+    forces = barriers.get("max_force_eV_A") or {}
+    reference_values = (reference_barriers or {}).get("barriers_eV") or {}
+    reference_converged = (reference_barriers or {}).get("converged") or {}
+    for path in BARRIER_PATHS:
+        if values.get(path) is None:
+            continue
+        ok = bool(converged.get(path, False))
+        columns[f"barrier_{path}_eV"] = float(values[path])
+        columns[f"barrier_{path}_converged"] = ok
+        if forces.get(path) is not None:
+            columns[f"barrier_{path}_max_force_eV_A"] = float(forces[path])
+        if ok and reference_values.get(path) is not None and reference_converged.get(path, False):
+            columns[f"delta_barrier_{path}_eV"] = float(values[path]) - float(reference_values[path])
+    return columns

@@ -10,6 +10,7 @@ from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJob
 
+from aiida_lifdiff.calculations.model_spec import DEEPMD_FACTORY, PARAMETERS_FILE, runner_model  # noqa: F401
 from aiida_lifdiff.codes import computer_device
 from aiida_lifdiff.data.dataset import DatasetData
 from aiida_lifdiff.data.potential import PotentialData
@@ -18,9 +19,6 @@ INPUT_FILE = "input.json"
 FRAMES_FILE = "frames.extxyz"
 OUTPUT_FILE = "labelled.extxyz"
 SUMMARY_FILE = "summary.json"
-PARAMETERS_FILE = "parameters.json"
-#: The ASE factory that evaluates DeePMD models in ``lifdiff-label`` (deepmd-kit's calculator).
-DEEPMD_FACTORY = "aiida_lifdiff.potentials.deepmd:deepmd_calculator"
 
 #: Keys of ``parameters`` and their defaults; ``cutoff`` and ``kspace_accuracy`` only apply to classical
 #: potentials (LAMMPS, Ewald), ``device``/``dtype``/``batch_size`` only to MACE and DeePMD.
@@ -144,24 +142,8 @@ class LifdiffLabelCalculation(CalcJob):
         potential = self.inputs.potential
         frames = self.inputs.frames
 
-        local_copy_list = [(frames.uuid, frames.filename, FRAMES_FILE)]
-        if potential.kind == "classical":
-            with folder.open(PARAMETERS_FILE, "w") as handle:
-                json.dump(potential.parameters, handle, indent=1, sort_keys=True)
-            model = {
-                "kind": "classical",
-                "parameters": PARAMETERS_FILE,
-                "cutoff": float(parameters["cutoff"]),
-                "kspace_accuracy": float(parameters["kspace_accuracy"]),
-            }
-        elif potential.kind == "mace":
-            model = {"kind": "mace", "path": potential.filename}
-            local_copy_list.append((potential.uuid, potential.filename, potential.filename))
-        else:
-            # deepmd-kit's ASE calculator; the species go along because only the model file knows its type map.
-            model = {"kind": "ase", "factory": DEEPMD_FACTORY, "kwargs": {"path": potential.filename}}
-            local_copy_list.append((potential.uuid, potential.filename, potential.filename))
-        model["species"] = potential.species
+        model, local_copy_list = runner_model(potential, folder, classical_settings=parameters)
+        local_copy_list.insert(0, (frames.uuid, frames.filename, FRAMES_FILE))
 
         runner_input = {
             "model": model,

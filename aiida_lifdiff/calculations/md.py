@@ -10,6 +10,7 @@ from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJob
 
+from aiida_lifdiff.calculations.model_spec import runner_model
 from aiida_lifdiff.codes import computer_device
 from aiida_lifdiff.data.potential import PotentialData
 
@@ -150,14 +151,8 @@ class LifdiffMdCalculation(CalcJob):
         with folder.open(STRUCTURE_FILE, "w") as handle:
             handle.write(buffer.getvalue())
 
-        if potential.kind == "mace":
-            model = {"kind": "mace", "path": potential.filename}
-        else:
-            model = {
-                "kind": "ase",
-                "factory": "aiida_lifdiff.potentials.deepmd:deepmd_calculator",
-                "kwargs": {"path": potential.filename},
-            }
+        model, local_copy_list = runner_model(potential, folder)
+        model.pop("species")  # lifdiff-md checks species against the model itself
         runner_input = {
             "model": model,
             "device": parameters["device"],
@@ -201,7 +196,7 @@ class LifdiffMdCalculation(CalcJob):
         codeinfo.cmdline_params = [INPUT_FILE]
         codeinfo.stdout_name = self.inputs.metadata.options.output_filename
         calcinfo.codes_info = [codeinfo]
-        calcinfo.local_copy_list = [(potential.uuid, potential.filename, potential.filename)]
+        calcinfo.local_copy_list = local_copy_list
         calcinfo.retrieve_list = [SUMMARY_FILE, self.inputs.metadata.options.output_filename] + [
             # (path, target, depth): keep the member folder in the retrieved node.
             (f"{m['name']}/{name}", ".", 2)

@@ -32,10 +32,13 @@ from aiida_lifdiff.workflows.evaluation import EvaluationWorkChain
 from aiida_lifdiff.workflows.finetune import DeepmdTrainWorkChain, FineTuneWorkChain
 from aiida_lifdiff.workflows.functions.benchmark import (
     ARRHENIUS_PREFIX,
+    BARRIERS_PREFIX,
     EVALUATION_PREFIX,
     EVALUATION_SET,
+    LATTICE_PREFIX,
     POTENTIAL_PREFIX,
     PREDICTIONS_PREFIX,
+    PROFILES_PREFIX,
     TEST_ERRORS_PREFIX,
     compare_potentials,
 )
@@ -152,6 +155,12 @@ def validate_benchmark_inputs(inputs: dict, _) -> str | None:
     reference = inputs["reference"].value if "reference" in inputs else None
     if reference is not None and reference not in potentials and reference not in specs:
         return f"the reference {reference!r} is not one of the potentials {sorted(potentials) + sorted(specs)}"
+    static_only = inputs["static_only"].get_list() if "static_only" in inputs else []
+    unknown = sorted(set(static_only) - set(potentials) - set(specs))
+    if unknown:
+        return f"static_only names {unknown} that are not potentials of the study"
+    if reference is not None and reference in static_only:
+        return f"the reference {reference!r} must run MD: every Ea is compared with its Ea"
     for name, potential in potentials.items():
         if not potential.covers(("Li", "F")):
             return f"potential {name!r} covers {potential.species}; LiF needs Li and F"
@@ -205,6 +214,17 @@ def validate_benchmark_inputs(inputs: dict, _) -> str | None:
         return "trained models are evaluated on their test split: give `codes.label`"
 
     supercell = inputs.get("supercell", {})
+    relax = "relax_lattice" in supercell and supercell["relax_lattice"].value
+    barriers = "barriers" in inputs and inputs["barriers"].value
+    if (relax or barriers) and "barrier" not in codes:
+        wanted = "supercell.relax_lattice" if relax else "barriers"
+        return f"{wanted} needs `codes.barrier` (the lifdiff-barrier code)"
+    if "barrier_parameters" in inputs:
+        from aiida_lifdiff.calculations.barrier import validate_barrier_parameters
+
+        message = validate_barrier_parameters(inputs["barrier_parameters"].get_dict())
+        if message:
+            return f"barrier_parameters: {message}"
     return validate_supercell_settings(
         supercell["repeat"].value if "repeat" in supercell else None,
         supercell["lattice_constant"].value if "lattice_constant" in supercell else None,
@@ -214,6 +234,14 @@ def validate_benchmark_inputs(inputs: dict, _) -> str | None:
 
 def _validate_diffusion_namespace(inputs: dict, port) -> str | None:
     return validate_diffusion_inputs({**inputs, "structure": None}, port)
+
+
+class _NoMd:
+    """Stands for the diffusion of a static-only potential in :meth:`BenchmarkWorkChain.results`: no outputs."""
+
+    outputs: dict = {}
+    is_finished_ok = False
+    exit_status = None
 
 
 class BenchmarkWorkChain(WorkChain):
@@ -226,6 +254,32 @@ class BenchmarkWorkChain(WorkChain):
         spec.input("supercell.repeat", valid_type=orm.Int, help="Conventional cubes per axis.")
         spec.input("supercell.lattice_constant", valid_type=orm.Float, help="Cubic lattice constant (A).")
         spec.input("supercell.interstitial_site", valid_type=orm.Str, help="Starting site of the extra Li.")
+        spec.input(
+            "supercell.relax_lattice",
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(False),
+            help="Run every potential at its own relaxed lattice constant (0 K E(V) fit with `codes.barrier`); "
+            "`lattice_constant` is then the starting guess and the lattice of the generated training data.",
+        )
+        spec.input(
+            "barriers",
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(False),
+            help="Also compute every potential's static migration barriers (BarrierWorkChain, `codes.barrier`).",
+        )
+        spec.input(
+            "barrier_parameters",
+            valid_type=orm.Dict,
+            required=False,
+            help="Settings of the barrier runs over the lifdiff-barrier defaults (repeat, paths, neb, ...).",
+        )
+        spec.input(
+            "static_only",
+            valid_type=orm.List,
+            required=False,
+            help="Names of potentials that get no MD (too slow for this computer, e.g. a universal model on a CPU): "
+            "their rows have a0, barriers and evaluation errors, and say that no Ea was computed.",
+        )
         spec.input_namespace(
             "potentials",
             valid_type=PotentialData,
@@ -276,6 +330,12 @@ class BenchmarkWorkChain(WorkChain):
             required=False,
             help="lifdiff-label code: single points for the evaluation set and the trained models' test splits.",
         )
+        spec.input(
+            "codes.barrier",
+            valid_type=orm.AbstractCode,
+            required=False,
+            help="lifdiff-barrier code: lattice relaxations (supercell.relax_lattice) and barriers (barriers).",
+        )
         spec.input_namespace("evaluation", help="The frames every potential's energies and forces are checked on.")
         spec.input(
             "evaluation.dataset",
@@ -294,7 +354,7 @@ class BenchmarkWorkChain(WorkChain):
         spec.expose_inputs(
             DiffusionWorkChain,
             namespace="diffusion",
-            exclude=("potential", "structure", "supercell"),
+            exclude=("potential", "structure", "supercell", "lattice"),
             namespace_options={"help": "The diffusion settings every potential runs with, and the MD codes."},
         )
         # The structure reaches each DiffusionWorkChain at run time (built once here), so its namespace is
@@ -334,7 +394,19 @@ class BenchmarkWorkChain(WorkChain):
             help="One row per potential: Ea, D0, D(T) with errors, difference to the reference in units of the "
             "combined error, evaluation-set errors, training set; or the reason a number is missing.",
         )
+        spec.output_namespace(
+            "lattice", valid_type=orm.Dict, dynamic=True, help="Relaxed lattice (a0, B0) per potential."
+        )
+        spec.output_namespace(
+            "barriers", valid_type=orm.Dict, dynamic=True, help="Static migration barriers per potential."
+        )
         spec.output("arrhenius_overlay", valid_type=orm.SinglefileData, help="PNG: every potential's D(T) and fit.")
+        spec.output(
+            "barrier_overlay",
+            valid_type=orm.SinglefileData,
+            required=False,
+            help="PNG: every potential's NEB energy profile per path.",
+        )
         spec.output(
             "parity_overlay",
             valid_type=orm.SinglefileData,
@@ -348,6 +420,7 @@ class BenchmarkWorkChain(WorkChain):
         )
         spec.exit_code(453, "ERROR_EVALUATION_FAILED", message="The evaluation of {names} failed: {message}")
         spec.exit_code(454, "ERROR_NOT_ENOUGH_FRAMES", message="Not enough frames: {message}")
+        spec.exit_code(455, "ERROR_BARRIERS_FAILED", message="The barriers of {names} failed: {message}")
 
     def setup(self) -> None:
         self.ctx.structure = create_lif_supercell(
@@ -361,11 +434,23 @@ class BenchmarkWorkChain(WorkChain):
         self.ctx.specs = self.inputs.trainings.get_dict() if "trainings" in self.inputs else {}
         self.ctx.failed = {}
         self.ctx.test_errors = {}
+        self.ctx.static_only = set(self.inputs.static_only.get_list()) if "static_only" in self.inputs else set()
 
     def _submit_diffusion(self, name: str, potential: PotentialData):
         inputs = AttributeDict(self.exposed_inputs(DiffusionWorkChain, "diffusion"))
         inputs.potential = potential
-        inputs.structure = self.ctx.structure
+        if self.inputs.supercell.relax_lattice.value:
+            # Each potential at its own lattice: the diffusion relaxes it and builds its own supercell.
+            supercell = self.inputs.supercell
+            inputs.supercell = {
+                "repeat": supercell.repeat,
+                "lattice_constant": supercell.lattice_constant,
+                "interstitial_site": supercell.interstitial_site,
+                "relax_lattice": supercell.relax_lattice,
+            }
+            inputs.lattice = {"code": self.inputs.codes.barrier}
+        else:
+            inputs.structure = self.ctx.structure
         settings = inputs.md_settings.get_dict()
         if engine_for(potential, settings.get("engine")) == "lammps" and set(settings) & RUNNER_ONLY_SETTINGS:
             # One study, one set of MD settings: the runner's device/dtype/batching do not apply to LAMMPS.
@@ -375,11 +460,26 @@ class BenchmarkWorkChain(WorkChain):
         inputs.metadata = {"call_link_label": f"diffusion_{name}", "label": label}
         return self.submit(DiffusionWorkChain, **inputs)
 
+    def _submit_barriers(self, name: str, potential: PotentialData) -> None:
+        if not self.inputs.barriers.value:
+            return
+        from aiida_lifdiff.workflows.barrier import BarrierWorkChain, barrier_inputs
+
+        overrides = self.inputs.barrier_parameters.get_dict() if "barrier_parameters" in self.inputs else {}
+        overrides.setdefault("lattice", {}).setdefault("a0_A", self.inputs.supercell.lattice_constant.value)
+        inputs = barrier_inputs(potential, self.inputs.codes.barrier, overrides)
+        label = f"{self.node.label}/{name}" if self.node.label else name
+        inputs["metadata"] = {"call_link_label": f"barriers_{name}", "label": label}
+        self.ctx.barrier_pks[name] = self.submit(BarrierWorkChain, **inputs).pk
+
     def run_given_diffusion(self) -> None:
         """Start the potentials that exist already now: they need not wait for any data or training."""
         self.ctx.early = {}
+        self.ctx.barrier_pks = {}
         for name, potential in self.ctx.potentials.items():
-            self.ctx.early[name] = self._submit_diffusion(name, potential).pk
+            if name not in self.ctx.static_only:
+                self.ctx.early[name] = self._submit_diffusion(name, potential).pk
+            self._submit_barriers(name, potential)
         if self.ctx.early:
             self.report(f"diffusion started for {', '.join(sorted(self.ctx.early))}")
 
@@ -500,8 +600,13 @@ class BenchmarkWorkChain(WorkChain):
     def run_diffusion_and_evaluation(self):
         running = {}
         for name, potential in self.ctx.potentials.items():
+            if name not in self.ctx.early and name in self.ctx.static_only:
+                continue
             if name not in self.ctx.early:
                 running[f"diffusion_{name}"] = self._submit_diffusion(name, potential)
+                self._submit_barriers(name, potential)
+        for name, pk in self.ctx.barrier_pks.items():
+            running[f"barriers_{name}"] = orm.load_node(pk)
         if running:
             self.report(f"diffusion started for {', '.join(sorted(k[len('diffusion_') :] for k in running))}")
         # Wait for every diffusion, including those started first (awaiting a finished one is a no-op).
@@ -525,17 +630,32 @@ class BenchmarkWorkChain(WorkChain):
     def results(self):
         primary = self.inputs.diffusion.analysis.get("primary_mode", "collective")
         nodes: dict = {}
-        failed_diffusion, failed_evaluation = [], []
+        failed_diffusion, failed_evaluation, failed_barriers = [], [], []
         for name, potential in self.ctx.potentials.items():
             nodes[f"{POTENTIAL_PREFIX}{name}"] = potential
-            diffusion = self.ctx[f"diffusion_{name}"]
+            diffusion = self.ctx.get(f"diffusion_{name}")
+            if diffusion is None:
+                diffusion = _NoMd()
             if "arrhenius" in diffusion.outputs:
                 nodes[f"{ARRHENIUS_PREFIX}{name}"] = diffusion.outputs.arrhenius
                 self.out(f"arrhenius.{name}", diffusion.outputs.arrhenius)
             if "arrhenius_plot" in diffusion.outputs:
                 self.out(f"arrhenius_plot.{name}", diffusion.outputs.arrhenius_plot)
-            if not diffusion.is_finished_ok:
+            if not diffusion.is_finished_ok and name not in self.ctx.static_only:
                 failed_diffusion.append(f"{name} (exit {diffusion.exit_status})")
+            if "lattice" in diffusion.outputs:
+                nodes[f"{LATTICE_PREFIX}{name}"] = diffusion.outputs.lattice
+                self.out(f"lattice.{name}", diffusion.outputs.lattice)
+            barrier = self.ctx.get(f"barriers_{name}")
+            if barrier is not None:
+                # An unconverged NEB still reports its band (flagged in the row); a failed run has no results.
+                if "results" in barrier.outputs:
+                    nodes[f"{BARRIERS_PREFIX}{name}"] = barrier.outputs.results
+                    self.out(f"barriers.{name}", barrier.outputs.results)
+                if "profiles" in barrier.outputs:
+                    nodes[f"{PROFILES_PREFIX}{name}"] = barrier.outputs.profiles
+                if not barrier.is_finished_ok:
+                    failed_barriers.append(f"{name} <{barrier.pk}> exit {barrier.exit_status}")
             if name in self.ctx.test_errors:
                 nodes[f"{TEST_ERRORS_PREFIX}{name}"] = self.ctx.test_errors[name]
             evaluation = self.ctx.get(f"evaluation_{name}")
@@ -555,6 +675,7 @@ class BenchmarkWorkChain(WorkChain):
         parameters = {
             "primary_mode": primary,
             "reference": reference,
+            "static_only": sorted(self.ctx.static_only),
             "title": self.node.label or "",
             # Potentials that never came to be still get a row, with the reason instead of numbers.
             "missing": {name: self.ctx.failed[name] for name in sorted(self.ctx.failed)},
@@ -564,6 +685,8 @@ class BenchmarkWorkChain(WorkChain):
         self.out("arrhenius_overlay", outputs["arrhenius_overlay"])
         if "parity_overlay" in outputs:
             self.out("parity_overlay", outputs["parity_overlay"])
+        if "barrier_overlay" in outputs:
+            self.out("barrier_overlay", outputs["barrier_overlay"])
 
         for name, row in outputs["comparison"]["rows"].items():
             if row.get("fit_ok"):
@@ -582,5 +705,9 @@ class BenchmarkWorkChain(WorkChain):
         if failed_evaluation:
             return self.exit_codes.ERROR_EVALUATION_FAILED.format(
                 names=", ".join(n.split()[0] for n in failed_evaluation), message="; ".join(failed_evaluation)
+            )
+        if failed_barriers:
+            return self.exit_codes.ERROR_BARRIERS_FAILED.format(
+                names=", ".join(n.split()[0] for n in failed_barriers), message="; ".join(failed_barriers)
             )
         return None

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ToContext, WorkChain
+from aiida.engine import ToContext, WorkChain, if_
 
 from aiida_lifdiff.data.potential import PotentialData
 from aiida_lifdiff.protocols import get_protocol_inputs
 from aiida_lifdiff.workflows.functions.arrhenius import fit_arrhenius
 from aiida_lifdiff.workflows.functions.diffusivity import compute_diffusivity, validate_diffusivity_parameters
-from aiida_lifdiff.workflows.functions.structures import create_lif_supercell, validate_supercell_settings
+from aiida_lifdiff.workflows.functions.structures import (
+    create_lif_supercell,
+    relaxed_lattice_constant,
+    validate_supercell_settings,
+)
 from aiida_lifdiff.workflows.md import ENGINE_NAMESPACES, MdWorkChain, engine_for
 
 #: Keys of ``md_settings`` (times in the units of their names) and their defaults (None = required).
@@ -99,8 +103,13 @@ def validate_diffusion_inputs(inputs: dict, _) -> str | None:
         values = seeds.get_list()
         if not values or len(set(values)) != len(values) or any(int(s) < 0 for s in values):
             return f"seeds must be distinct non-negative integers (one per replica), got {values}"
+    supercell = inputs.get("supercell", {})
+    relax = "relax_lattice" in supercell and supercell["relax_lattice"].value
+    if relax and inputs.get("structure") is not None:
+        return "supercell.relax_lattice builds the structure at the relaxed lattice constant: give no `structure`"
+    if relax and "code" not in inputs.get("lattice", {}):
+        return "supercell.relax_lattice needs `lattice.code` (the lifdiff-barrier code that relaxes the crystal)"
     if "structure" not in inputs:
-        supercell = inputs.get("supercell", {})
         message = validate_supercell_settings(
             supercell["repeat"].value if "repeat" in supercell else None,
             supercell["lattice_constant"].value if "lattice_constant" in supercell else None,
@@ -166,6 +175,26 @@ class DiffusionWorkChain(WorkChain):
             required=False,
             help="Starting site of the extra Li.",
         )
+        spec.input(
+            "supercell.relax_lattice",
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(False),
+            help="Relax the perfect crystal's lattice constant with this potential first (0 K, E(V) fit, "
+            "`lattice.code`) and build the supercell at it; `lattice_constant` is then the starting guess.",
+        )
+        spec.input_namespace("lattice", help="The lattice relaxation (supercell.relax_lattice).")
+        spec.input(
+            "lattice.code",
+            valid_type=orm.AbstractCode,
+            required=False,
+            help="lifdiff-barrier code (an environment with this potential's package) that relaxes the lattice.",
+        )
+        spec.input(
+            "lattice.parameters",
+            valid_type=orm.Dict,
+            required=False,
+            help="Settings of the relaxation over the defaults: lattice {strain, n_points}, device, dtype.",
+        )
         spec.input("temperatures", valid_type=orm.List, help="Temperatures in K (at least three distinct).")
         spec.input("seeds", valid_type=orm.List, help="One base seed per replica; each temperature runs them all.")
         spec.input(
@@ -190,6 +219,7 @@ class DiffusionWorkChain(WorkChain):
         spec.inputs.validator = validate_diffusion_inputs
 
         spec.outline(
+            if_(cls.should_relax_lattice)(cls.relax_lattice, cls.inspect_lattice),
             cls.setup,
             cls.run_md,
             cls.inspect_md,
@@ -197,10 +227,19 @@ class DiffusionWorkChain(WorkChain):
             cls.fit,
         )
         spec.output("structure", valid_type=orm.StructureData, help="The starting structure of every MD run.")
+        spec.output(
+            "lattice",
+            valid_type=orm.Dict,
+            required=False,
+            help="The relaxed lattice of this potential: a0_A, B0_GPa and the E(V) points (supercell.relax_lattice).",
+        )
         spec.output_namespace("diffusivity", valid_type=orm.Dict, dynamic=True, help="D per temperature.")
         spec.output_namespace("msd", valid_type=orm.ArrayData, dynamic=True, help="MSD curves per temperature.")
         spec.output("arrhenius", valid_type=orm.Dict, required=False, help="Ea, D0 and D(300 K) with errors.")
         spec.output("arrhenius_plot", valid_type=orm.SinglefileData, required=False, help="Arrhenius plot (PNG).")
+        spec.exit_code(
+            419, "ERROR_LATTICE_RELAXATION_FAILED", message="The lattice relaxation <{pk}> failed: {message}"
+        )
         spec.exit_code(420, "ERROR_MD_FAILED", message="{count} MD runs failed: {failed}")
         spec.exit_code(
             421,
@@ -215,14 +254,29 @@ class DiffusionWorkChain(WorkChain):
         potential: PotentialData,
         protocol: str | None = None,
         overrides: dict | None = None,
+        lattice_code: orm.AbstractCode | None = None,
     ):
-        """A builder with the inputs of ``protocol`` (see ``protocols/diffusion.yaml``) and ``overrides``."""
+        """A builder with the inputs of ``protocol`` (see ``protocols/diffusion.yaml``) and ``overrides``.
+
+        The protocols relax each potential's lattice first (``supercell.relax_lattice``), which needs
+        ``lattice_code`` (lifdiff-barrier); ``overrides={"supercell": {"relax_lattice": False}}`` keeps
+        ``lattice_constant`` fixed instead.
+        """
         values = get_protocol_inputs("diffusion", protocol, overrides)
         builder = cls.get_builder()
         builder.potential = potential
         builder.supercell.repeat = orm.Int(values["supercell"]["repeat"])
         builder.supercell.lattice_constant = orm.Float(values["supercell"]["lattice_constant"])
         builder.supercell.interstitial_site = orm.Str(values["supercell"]["interstitial_site"])
+        relax = bool(values["supercell"].get("relax_lattice", False))
+        if relax and lattice_code is None:
+            raise ValueError(
+                "the protocol relaxes the lattice of the potential: pass lattice_code (the lifdiff-barrier code), "
+                "or overrides {'supercell': {'relax_lattice': False}} to keep lattice_constant fixed"
+            )
+        builder.supercell.relax_lattice = orm.Bool(relax)
+        if relax:
+            builder.lattice.code = lattice_code
         builder.temperatures = orm.List([float(t) for t in values["temperatures_K"]])
         builder.seeds = orm.List([int(s) for s in values["seeds"]])
         builder.md_settings = orm.Dict(values["md_settings"])
@@ -233,14 +287,44 @@ class DiffusionWorkChain(WorkChain):
         namespace.metadata.options.max_wallclock_seconds = int(values["max_wallclock_seconds"])
         return builder
 
+    def should_relax_lattice(self) -> bool:
+        return bool(self.inputs.supercell.relax_lattice.value)
+
+    def relax_lattice(self):
+        from aiida_lifdiff.workflows.barrier import lattice_relaxation_inputs
+
+        inputs = lattice_relaxation_inputs(
+            self.inputs.potential,
+            self.inputs.lattice.code,
+            guess=self.inputs.supercell.lattice_constant.value,
+            overrides=self.inputs.lattice.parameters.get_dict() if "parameters" in self.inputs.lattice else None,
+        )
+        inputs["metadata"] = {"call_link_label": "relax_lattice"}
+        from aiida_lifdiff.workflows.barrier import BarrierWorkChain
+
+        return ToContext(lattice=self.submit(BarrierWorkChain, **inputs))
+
+    def inspect_lattice(self):
+        node = self.ctx.lattice
+        if not node.is_finished_ok or "results" not in node.outputs:
+            return self.exit_codes.ERROR_LATTICE_RELAXATION_FAILED.format(
+                pk=node.pk, message=f"exit {node.exit_status}: {node.exit_message}"
+            )
+        self.out("lattice", node.outputs.results)
+        results = node.outputs.results
+        self.report(f"relaxed lattice constant a0 = {results['a0_A']:.4f} A (B0 = {results.get('B0_GPa', 0):.0f} GPa)")
+        return None
+
     def setup(self) -> None:
         if "structure" in self.inputs:
             self.ctx.structure = self.inputs.structure
         else:
+            if self.should_relax_lattice():
+                lattice_constant = relaxed_lattice_constant(self.ctx.lattice.outputs.results)
+            else:
+                lattice_constant = self.inputs.supercell.lattice_constant
             self.ctx.structure = create_lif_supercell(
-                self.inputs.supercell.repeat,
-                self.inputs.supercell.lattice_constant,
-                self.inputs.supercell.interstitial_site,
+                self.inputs.supercell.repeat, lattice_constant, self.inputs.supercell.interstitial_site
             )
         self.out("structure", self.ctx.structure)
 

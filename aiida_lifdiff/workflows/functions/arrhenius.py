@@ -12,6 +12,7 @@ from aiida.engine import calcfunction
 
 from aiida_lifdiff.analysis import ArrheniusFitError
 from aiida_lifdiff.analysis import fit_arrhenius as fit_arrhenius_points
+from aiida_lifdiff.analysis.arrhenius import extrapolation_interval
 from aiida_lifdiff.analysis.plotting import plot_arrhenius
 from aiida_lifdiff.serialization import json_safe
 
@@ -19,6 +20,36 @@ from aiida_lifdiff.serialization import json_safe
 MIN_FIT_POINTS = 3
 
 ARRHENIUS_PARAMETERS = {"primary_mode": "collective", "title": ""}
+
+
+def _exclusion_sensitivity(result, entries: list[dict], mode: str) -> dict:
+    """How much the fit depends on leaving out the temperatures judged non-diffusive.
+
+    The excluded points are fitted back in (where they have a positive D and error) and the Ea of that fit is
+    reported beside the one without them: a reader sees at once whether the exclusion drives the result.
+    """
+    usable = [e for e in entries if e[mode]["D_cm2_s"] > 0 and e[mode]["D_err_cm2_s"] > 0]
+    dropped = [e["temperature_K"] for e in entries if not e[mode]["diffusive"]]
+    summary: dict = {"excluded_temperatures_K": dropped, "Ea_without_eV": result.Ea_eV}
+    if len(usable) == len([e for e in entries if e[mode]["diffusive"]]):
+        summary["note"] = "the excluded temperatures have no positive D to refit with"
+        return summary
+    try:
+        refit = fit_arrhenius_points(
+            [e["temperature_K"] for e in usable],
+            [e[mode]["D_cm2_s"] for e in usable],
+            [e[mode]["D_err_cm2_s"] for e in usable],
+        )
+    except ArrheniusFitError as exception:
+        summary["note"] = f"no fit with the excluded points: {exception}"
+        return summary
+    summary.update(
+        Ea_with_excluded_eV=refit.Ea_eV,
+        Ea_err_with_excluded_eV=refit.Ea_err_eV,
+        chi2_dof_with_excluded=refit.chi2_dof,
+        delta_Ea_eV=refit.Ea_eV - result.Ea_eV,
+    )
+    return summary
 
 
 @calcfunction
@@ -76,6 +107,11 @@ def fit_arrhenius(parameters: orm.Dict, **diffusivities: orm.Dict) -> dict:
             # The fit uses the D errors as given; when chi^2/dof > 1 they scatter more than those errors
             # allow, and the Birge-scaled error is the more cautious statement of what the data support.
             record["Ea_err_scaled_eV"] = result.Ea_err_eV * math.sqrt(max(1.0, result.chi2_dof))
+            interval = extrapolation_interval(result, 300.0)
+            record["D300_factor"] = interval["factor"]
+            record["D300_interval_cm2_s"] = [interval["low_cm2_s"], interval["high_cm2_s"]]
+            if excluded:
+                record["sensitivity"] = _exclusion_sensitivity(result, entries, mode)
             fits[mode] = result
         output[mode] = record
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from aiida import orm
 from aiida.engine import calcfunction
 
-from aiida_lifdiff.analysis.comparison import comparison_row
+from aiida_lifdiff.analysis.comparison import comparison_row, static_columns
 from aiida_lifdiff.analysis.errors import parity_overlay
 from aiida_lifdiff.analysis.plotting import plot_arrhenius_overlay
 from aiida_lifdiff.data.dataset import DatasetData
@@ -26,6 +26,9 @@ EVALUATION_PREFIX = "errors_"
 PREDICTIONS_PREFIX = "predictions_"
 TEST_ERRORS_PREFIX = "test_errors_"
 EVALUATION_SET = "evaluation_set"
+LATTICE_PREFIX = "lattice_"
+BARRIERS_PREFIX = "barriers_"
+PROFILES_PREFIX = "profiles_"
 ARRHENIUS_OVERLAY_FILE = "arrhenius_overlay.png"
 PARITY_OVERLAY_FILE = "parity_overlay.png"
 
@@ -63,7 +66,9 @@ def compare_potentials(parameters: orm.Dict, **nodes: orm.Data) -> dict:
     ``nodes``, per potential name: ``potential_<name>`` (PotentialData),
     ``arrhenius_<name>`` (its Arrhenius Dict; absent when its diffusion failed), ``errors_<name>`` and
     ``predictions_<name>`` (its evaluation on the shared ``evaluation_set``, when there is one) and
-    ``test_errors_<name>`` (a trained model's errors on its own test split).
+    ``test_errors_<name>`` (a trained model's errors on its own test split), ``lattice_<name>`` (its relaxed
+    lattice, when the study relaxes each potential's lattice), ``barriers_<name>`` and ``profiles_<name>`` (its
+    static migration barriers and NEB energy profiles, when the study asks for barriers).
     """
     settings = parameters.get_dict()
     mode = settings["primary_mode"]
@@ -73,6 +78,16 @@ def compare_potentials(parameters: orm.Dict, **nodes: orm.Data) -> dict:
     errors = _by_prefix(nodes, EVALUATION_PREFIX)
     test_errors = _by_prefix(nodes, TEST_ERRORS_PREFIX)
     predictions = _by_prefix(nodes, PREDICTIONS_PREFIX)
+    lattices = _by_prefix(nodes, LATTICE_PREFIX)
+    barriers = _by_prefix(nodes, BARRIERS_PREFIX)
+    profiles = _by_prefix(nodes, PROFILES_PREFIX)
+
+    def static(name: str | None) -> tuple[dict | None, dict | None]:
+        if name is None:
+            return None, None
+        lattice = lattices[name].get_dict() if name in lattices else None
+        barrier = barriers[name].get_dict() if name in barriers else None
+        return lattice, barrier
 
     def record(name: str) -> dict | None:
         if name not in arrhenius:
@@ -86,6 +101,9 @@ def compare_potentials(parameters: orm.Dict, **nodes: orm.Data) -> dict:
         # The reference is not compared with itself.
         against = reference_record if name != reference else None
         row = comparison_row(name, record(name), against, errors[name].get_dict() if name in errors else None)
+        if name in (settings.get("static_only") or []):
+            row["reason"] = "no MD by request (static_only): a0, barriers and evaluation errors only"
+            row["static_only"] = True
         row.update(
             kind=potential.kind,
             label=potential.label,
@@ -93,6 +111,8 @@ def compare_potentials(parameters: orm.Dict, **nodes: orm.Data) -> dict:
             potential_uuid=potential.uuid,
         )
         row.update(_lineage_summary(potential.lineage or {}))
+        reference_static = static(reference) if name != reference else (None, None)
+        row.update(static_columns(*static(name), *reference_static))
         if name in arrhenius:
             row["arrhenius_uuid"] = arrhenius[name].uuid
         if name in test_errors:

@@ -41,3 +41,12 @@ def validate_supercell_settings(repeat, lattice_constant, interstitial_site) -> 
     except ValueError as exception:
         return str(exception)
     return None
+
+
+@calcfunction
+def relaxed_lattice_constant(lattice: orm.Dict) -> orm.Float:
+    """The 0 K lattice constant (A) from a lattice relaxation's results, as a node the supercell links back to."""
+    value = lattice.get("a0_A")
+    if value is None:
+        raise ValueError(f"the lattice relaxation <{lattice.pk}> reported no a0_A")
+    return orm.Float(float(value))
