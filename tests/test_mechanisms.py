@@ -263,3 +263,48 @@ def test_lammps_dump_with_types_and_timestep(tmp_path):
     result = analyse_trajectory_files([path], timestep_ps=0.01)
     assert result["events"] == traj.counts
     assert result["frame_spacing_ps"] == pytest.approx(0.01)
+
+
+def test_diffusion_calcfunctions_carry_the_mechanisms(aiida_profile):
+    """compute_diffusivity counts the planted events of each temperature, fit_arrhenius sums them over T."""
+    from aiida import orm
+
+    from aiida_lifdiff.workflows.functions.arrhenius import fit_arrhenius
+    from aiida_lifdiff.workflows.functions.diffusivity import compute_diffusivity
+
+    schedules = {
+        600.0: ["knockoff_collinear", "failed", "direct", "pause"],
+        700.0: ["knockoff_collinear", "knockoff_collinear", "failed", "knockoff_noncollinear"],
+        800.0: ["knockoff_collinear", "direct", "knockoff_collinear", "ring", "knockoff_collinear"],
+    }
+    diffusivities, planted = {}, {}
+    for index, (temperature, schedule) in enumerate(schedules.items()):
+        traj = planted_hops_trajectory(schedule, seed=index, noise_A=0.1)
+        node = orm.TrajectoryData()
+        frames = len(traj.times_ps)
+        node.set_trajectory(
+            traj.symbols, traj.positions, cells=np.repeat(traj.cell[None], frames, 0), times=traj.times_ps
+        )
+        node.base.attributes.set_many(
+            {
+                "temperature_K": temperature,
+                "seed": index,
+                "timestep_fs": 2.0,
+                "equilibration_ps": 0.0,
+                "engine": "synthetic",
+            }
+        )
+        parameters = orm.Dict({"n_blocks": 2})
+        result = compute_diffusivity(parameters, replica_0=node)["diffusivity"]
+        mechanisms = result["mechanisms"]
+        assert mechanisms["events"] == traj.counts
+        assert "haven_ratio" in mechanisms and mechanisms["r_in_A"] > 0
+        diffusivities[f"T_{index}"] = result
+        planted[temperature] = traj.counts
+    # The fit may or may not succeed on these toy D(T); the event summary does not depend on it.
+    summary = fit_arrhenius(orm.Dict({"primary_mode": "collective"}), **diffusivities)["arrhenius"]["mechanisms"]
+    expected = {kind: sum(c[kind] for c in planted.values()) for kind in summary["counts"]}
+    assert summary["counts"] == expected and summary["dominant"] == "knockoff_collinear"
+    assert summary["fractions"]["knockoff_collinear"] == 6 / sum(expected.values())
+    assert [p["temperature_K"] for p in summary["per_temperature"]] == list(schedules)
+    assert summary["rate_fits"]["knockoff_collinear"]["fit"] is not None

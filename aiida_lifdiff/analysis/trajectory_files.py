@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .diffusion import estimate_diffusivity
+from .diffusion import DiffusivityResult, estimate_diffusivity
 from .mechanisms import (
     EVENT_TYPES,
     analyse_mechanisms,
@@ -159,16 +159,6 @@ def analyse_trajectory_files(
     positions = [t["positions"][:n_used] for t in trajectories]
     tracer = estimate_diffusivity(positions, times, mobile_idx, ref_idx, "tracer", n_blocks, fit_window)
     collective = estimate_diffusivity(positions, times, mobile_idx, ref_idx, "collective", n_blocks, fit_window)
-    h, h_err = haven_ratio(
-        tracer.D_A2_ps,
-        tracer.D_err_A2_ps,
-        collective.D_A2_ps,
-        collective.D_err_A2_ps,
-        len(mobile_idx),
-        tracer.block_D_A2_ps,
-        collective.block_D_A2_ps,
-    )
-
     out: dict[str, Any] = {
         "files": [os.fspath(p) for p in paths],
         "n_replicas": len(paths),
@@ -179,55 +169,10 @@ def analyse_trajectory_files(
         "frames_used": int(n_used),
         "frame_spacing_ps": float((times[-1] - times[0]) / (n_used - 1)),
         "time_source": trajectories[0]["time_source"],
-        "D_tracer_A2_ps": tracer.D_A2_ps,
-        "D_tracer_err_A2_ps": tracer.D_err_A2_ps,
-        "D_tracer_cm2_s": tracer.D_cm2_s,
-        "D_tracer_err_cm2_s": tracer.D_err_cm2_s,
-        "D_collective_A2_ps": collective.D_A2_ps,
-        "D_collective_err_A2_ps": collective.D_err_A2_ps,
-        "D_collective_cm2_s": collective.D_cm2_s,
-        "D_collective_err_cm2_s": collective.D_err_cm2_s,
-        "tracer": tracer.to_dict(),
-        "collective": collective.to_dict(),
-        "haven_ratio": _finite(h),
-        "haven_ratio_err": _finite(h_err),
-        "haven_definition": "H = N D_tracer / D_collective (= D_tracer / D_sigma, D_sigma = D_collective / N); "
-        "error with the block covariance of the two D",
     }
-
-    if ref_idx is None:
-        out.update(events=None, rates=None, event_note="no reference species: no site analysis")
-        return json_safe(out)
-    results = [
-        analyse_mechanisms(t["positions"], t["cell"], t["times_ps"], mobile_idx, ref_idx, None, r_in, dwell, window)
-        for t in trajectories
-    ]
-    counts, duration = combine_event_counts(results)
-    all_events = [e for r in results for e in r.events]
-    g = geometric_factor(all_events)
-    hops = hop_diffusivities(all_events, duration, len(mobile_idx))
-    f_direct = tracer.D_A2_ps / hops["D_tracer_hops_A2_ps"] if hops["D_tracer_hops_A2_ps"] > 0 else float("nan")
-    out.update(
-        events={k: int(counts[k]) for k in EVENT_TYPES},
-        events_total=int(sum(counts.values())),
-        events_per_replica=[dict(r.counts) for r in results],
-        event_duration_ps=duration,
-        rates=event_rates(counts, duration),
-        geometric_factor=_finite(g),
-        correlation_factor=_finite(h / g) if math.isfinite(h) and math.isfinite(g) else None,
-        D_tracer_hops_A2_ps=hops["D_tracer_hops_A2_ps"],
-        D_defect_hops_A2_ps=hops["D_defect_hops_A2_ps"],
-        tracer_correlation_factor=_finite(f_direct),
-        sites={
-            "repeat": list(results[0].sites.repeat or ()),
-            "lattice_constant_A": list(results[0].sites.lattice_constant or ()),
-            "n_lattice": int(sum(k == "lattice" for k in results[0].sites.kinds)),
-            "n_interstitial": int(sum(k == "interstitial" for k in results[0].sites.kinds)),
-        },
-        r_in_A=results[0].r_in_A,
-        dwell_frames=int(dwell),
-        window_frames=int(window),
-    )
+    replicas = [(t["positions"], t["cell"], t["times_ps"]) for t in trajectories]
+    out.update(summarise_mechanisms(replicas, mobile_idx, ref_idx, tracer, collective, r_in, dwell, window))
+    results = out.pop("_results")
     if with_event_list:
         out["event_list"] = [[e.to_dict() for e in r.events] for r in results]
     return json_safe(out)
@@ -275,3 +220,83 @@ def format_table(result: dict[str, Any]) -> str:
             + ("n/a" if result["tracer_correlation_factor"] is None else f"{result['tracer_correlation_factor']:.3f}")
         )
     return "\n".join(lines)
+
+
+def summarise_mechanisms(
+    replicas: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    mobile_idx: Sequence[int],
+    ref_idx: Sequence[int] | None,
+    tracer: DiffusivityResult,
+    collective: DiffusivityResult,
+    r_in: float | None = None,
+    dwell: int = 3,
+    window: int = 2,
+) -> dict[str, Any]:
+    """D tracer/collective, the Haven ratio and the hop events of replicas ``(positions, cell, times_ps)``.
+
+    The part of :func:`analyse_trajectory_files` that does not read files, shared with the AiiDA calcfunction
+    ``compute_diffusivity`` so that both report the same numbers. ``_results`` holds the per-replica
+    :class:`MechanismResult` (not JSON; callers pop it).
+    """
+    h, h_err = haven_ratio(
+        tracer.D_A2_ps,
+        tracer.D_err_A2_ps,
+        collective.D_A2_ps,
+        collective.D_err_A2_ps,
+        len(mobile_idx),
+        tracer.block_D_A2_ps,
+        collective.block_D_A2_ps,
+    )
+
+    out: dict[str, Any] = {
+        "D_tracer_A2_ps": tracer.D_A2_ps,
+        "D_tracer_err_A2_ps": tracer.D_err_A2_ps,
+        "D_tracer_cm2_s": tracer.D_cm2_s,
+        "D_tracer_err_cm2_s": tracer.D_err_cm2_s,
+        "D_collective_A2_ps": collective.D_A2_ps,
+        "D_collective_err_A2_ps": collective.D_err_A2_ps,
+        "D_collective_cm2_s": collective.D_cm2_s,
+        "D_collective_err_cm2_s": collective.D_err_cm2_s,
+        "tracer": tracer.to_dict(),
+        "collective": collective.to_dict(),
+        "haven_ratio": _finite(h),
+        "haven_ratio_err": _finite(h_err),
+        "haven_definition": "H = N D_tracer / D_collective (= D_tracer / D_sigma, D_sigma = D_collective / N); "
+        "error with the block covariance of the two D",
+    }
+
+    if ref_idx is None:
+        out.update(events=None, rates=None, event_note="no reference species: no site analysis", _results=[])
+        return out
+    results = [
+        analyse_mechanisms(positions, cell, times, mobile_idx, ref_idx, None, r_in, dwell, window)
+        for positions, cell, times in replicas
+    ]
+    counts, duration = combine_event_counts(results)
+    all_events = [e for r in results for e in r.events]
+    g = geometric_factor(all_events)
+    hops = hop_diffusivities(all_events, duration, len(mobile_idx))
+    f_direct = tracer.D_A2_ps / hops["D_tracer_hops_A2_ps"] if hops["D_tracer_hops_A2_ps"] > 0 else float("nan")
+    out.update(
+        events={k: int(counts[k]) for k in EVENT_TYPES},
+        events_total=int(sum(counts.values())),
+        events_per_replica=[dict(r.counts) for r in results],
+        event_duration_ps=duration,
+        rates=event_rates(counts, duration),
+        geometric_factor=_finite(g),
+        correlation_factor=_finite(h / g) if math.isfinite(h) and math.isfinite(g) else None,
+        D_tracer_hops_A2_ps=hops["D_tracer_hops_A2_ps"],
+        D_defect_hops_A2_ps=hops["D_defect_hops_A2_ps"],
+        tracer_correlation_factor=_finite(f_direct),
+        sites={
+            "repeat": list(results[0].sites.repeat or ()),
+            "lattice_constant_A": list(results[0].sites.lattice_constant or ()),
+            "n_lattice": int(sum(k == "lattice" for k in results[0].sites.kinds)),
+            "n_interstitial": int(sum(k == "interstitial" for k in results[0].sites.kinds)),
+        },
+        r_in_A=results[0].r_in_A,
+        dwell_frames=int(dwell),
+        window_frames=int(window),
+    )
+    out["_results"] = results
+    return out

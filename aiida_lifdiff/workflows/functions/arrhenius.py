@@ -22,6 +22,43 @@ MIN_FIT_POINTS = 3
 ARRHENIUS_PARAMETERS = {"primary_mode": "collective", "title": ""}
 
 
+def _mechanism_summary(entries: list[dict]) -> dict | None:
+    """Hop events over all temperatures: counts, fractions, the dominant type, Haven ratios, rate fits."""
+    from aiida_lifdiff.analysis.mechanisms import EVENT_TYPES, event_rates, fit_rate_arrhenius
+
+    found = [e for e in entries if (e.get("mechanisms") or {}).get("events") is not None]
+    if not found:
+        return None
+    totals = {kind: sum(int(e["mechanisms"]["events"][kind]) for e in found) for kind in EVENT_TYPES}
+    duration = sum(float(e["mechanisms"]["event_duration_ps"]) for e in found)
+    per_temperature = [
+        {
+            "temperature_K": e["temperature_K"],
+            "events": e["mechanisms"]["events"],
+            "duration_ps": e["mechanisms"]["event_duration_ps"],
+            "haven_ratio": e["mechanisms"].get("haven_ratio"),
+            "haven_ratio_err": e["mechanisms"].get("haven_ratio_err"),
+            "correlation_factor": e["mechanisms"].get("correlation_factor"),
+        }
+        for e in found
+    ]
+    moving = {k: v for k, v in totals.items() if k != "other"}
+    summary = {
+        "counts": totals,
+        "fractions": {k: v["fraction"] for k, v in event_rates(totals, duration).items()},
+        "dominant": max(moving, key=moving.get) if sum(moving.values()) else None,
+        "per_temperature": per_temperature,
+        "rate_fits": fit_rate_arrhenius(
+            [p["temperature_K"] for p in per_temperature],
+            [p["events"] for p in per_temperature],
+            [p["duration_ps"] for p in per_temperature],
+        )
+        if len(per_temperature) >= 3
+        else {},
+    }
+    return summary
+
+
 def _exclusion_sensitivity(result, entries: list[dict], mode: str) -> dict:
     """How much the fit depends on leaving out the temperatures judged non-diffusive.
 
@@ -115,6 +152,9 @@ def fit_arrhenius(parameters: orm.Dict, **diffusivities: orm.Dict) -> dict:
             fits[mode] = result
         output[mode] = record
 
+    mechanisms = _mechanism_summary(entries)
+    if mechanisms:
+        output["mechanisms"] = mechanisms
     outputs = {"arrhenius": orm.Dict(json_safe(output))}
     primary = fits.get(settings["primary_mode"])
     if primary is not None:

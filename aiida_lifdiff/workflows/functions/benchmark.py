@@ -57,6 +57,22 @@ def _png(writer, filename: str) -> orm.SinglefileData:
         return orm.SinglefileData(io.BytesIO(path.read_bytes()), filename=filename)
 
 
+def _mechanism_columns(mechanisms: dict | None) -> dict:
+    """Fractions of each hop mechanism, the dominant one and the Haven ratio at the hottest temperature."""
+    if not mechanisms:
+        return {}
+    columns = {f"fraction_{kind}": value for kind, value in (mechanisms.get("fractions") or {}).items()}
+    columns["dominant_mechanism"] = mechanisms.get("dominant")
+    hottest = max(mechanisms.get("per_temperature") or [], key=lambda p: p["temperature_K"], default=None)
+    if hottest is not None:
+        columns.update(
+            haven_ratio=hottest.get("haven_ratio"),
+            haven_ratio_err=hottest.get("haven_ratio_err"),
+            haven_temperature_K=hottest["temperature_K"],
+        )
+    return columns
+
+
 @calcfunction
 def compare_potentials(parameters: orm.Dict, **nodes: orm.Data) -> dict:
     """The comparison table (``comparison``) and its figures (``arrhenius_overlay``, ``parity_overlay``).
@@ -115,6 +131,7 @@ def compare_potentials(parameters: orm.Dict, **nodes: orm.Data) -> dict:
         row.update(static_columns(*static(name), *reference_static))
         if name in arrhenius:
             row["arrhenius_uuid"] = arrhenius[name].uuid
+            row.update(_mechanism_columns(arrhenius[name].get("mechanisms")))
         if name in test_errors:
             test = test_errors[name].get_dict()
             row["test_energy_rmse_meV_per_atom"] = test.get("energy_rmse_meV_per_atom")

@@ -18,6 +18,11 @@ DIFFUSIVITY_PARAMETERS = {
     "n_blocks": 5,
     "fit_window": [0.1, 0.6],
     "modes": list(DIFFUSIVITY_MODES),
+    # Hop mechanisms (site assignment with a dwell rule, event classification) and the Haven ratio: needs
+    # both modes and the rock-salt F sublattice as reference. Dwell and window are in frames.
+    "mechanisms": True,
+    "dwell_frames": 3,
+    "window_frames": 2,
 }
 
 _MODE_MEANING = {
@@ -39,6 +44,12 @@ def validate_diffusivity_parameters(parameters: dict) -> str | None:
         return f"fit_window must be [start, stop] fractions with 0 <= start < stop <= 1, got {window}"
     if int(parameters.get("n_blocks", 1)) < 1:
         return f"n_blocks must be >= 1, got {parameters['n_blocks']}"
+    if not isinstance(parameters.get("mechanisms", True), bool):
+        return f"mechanisms must be true or false, got {parameters['mechanisms']!r}"
+    for key in ("dwell_frames", "window_frames"):
+        value = parameters.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"{key} must be an integer >= 1, got {value!r}"
     return None
 
 
@@ -82,8 +93,9 @@ def compute_diffusivity(parameters: orm.Dict, **trajectories: orm.TrajectoryData
         },
     }
     msd = orm.ArrayData()
+    results = {}
     for mode in settings["modes"]:
-        result = estimate_diffusivity(
+        result = results[mode] = estimate_diffusivity(
             positions,
             times - times[0],
             mobile_indices=mobile,
@@ -98,4 +110,29 @@ def compute_diffusivity(parameters: orm.Dict, **trajectories: orm.TrajectoryData
         msd.set_array(f"{mode}_lag_time_ps", np.asarray(result.lag_times_ps))
         msd.set_array(f"{mode}_msd_A2", np.asarray(result.msd_A2))
         msd.set_array(f"{mode}_msd_err_A2", np.asarray(result.msd_err_A2))
+    if settings["mechanisms"] and reference and set(results) == set(DIFFUSIVITY_MODES):
+        output["mechanisms"] = _mechanisms(ordered, positions, times, mobile, reference, results, settings)
     return {"diffusivity": orm.Dict(json_safe(output)), "msd": msd}
+
+
+def _mechanisms(ordered, positions, times, mobile, reference, results, settings) -> dict:
+    """Hop events, their rates and the Haven ratio (:func:`summarise_mechanisms`), without the per-event list."""
+    from aiida_lifdiff.analysis.trajectory_files import summarise_mechanisms
+
+    replicas = [(p, np.asarray(t.get_cells()[0]), times) for p, t in zip(positions, ordered, strict=True)]
+    try:
+        summary = summarise_mechanisms(
+            replicas,
+            mobile,
+            reference,
+            results["tracer"],
+            results["collective"],
+            dwell=int(settings["dwell_frames"]),
+            window=int(settings["window_frames"]),
+        )
+    except ValueError as exception:  # e.g. a cell that is not the orthorhombic rock-salt supercell
+        return {"error": str(exception)}
+    summary.pop("_results")
+    for key in ("tracer", "collective"):  # already stored under the modes
+        summary.pop(key, None)
+    return summary
