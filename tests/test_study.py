@@ -100,7 +100,10 @@ def test_overrides_merge_into_the_protocol(tmp_path):
         ("potential: {kind: classical}\nprotocol: fast\n", "unknown protocol 'fast'"),
         ("potential: {kind: mace}\n", "exactly one of 'path'"),
         ("potential: {kind: deepmd, path: missing.pb}\n", "model file .* does not exist"),
-        ("potential: {kind: eam}\n", r"potential.kind must be one of \['classical', 'mace', 'deepmd'\], got 'eam'"),
+        (
+            "potential: {kind: eam}\n",
+            r"potential.kind must be one of \['classical', 'mace', 'deepmd', 'universal'\], got 'eam'",
+        ),
         ("potential: {kind: classical}\nmd: {engine: runner}\n", "cannot run in 'runner'"),
         ("potential: [kind, classical\n", "not valid YAML"),
         ("- a\n- b\n", "a study is a mapping"),

@@ -10,7 +10,12 @@ from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJob
 
-from aiida_lifdiff.calculations.model_spec import DEEPMD_FACTORY, PARAMETERS_FILE, runner_model  # noqa: F401
+from aiida_lifdiff.calculations.model_spec import (  # noqa: F401
+    DEEPMD_FACTORY,
+    PARAMETERS_FILE,
+    check_code_environment,
+    runner_model,
+)
 from aiida_lifdiff.codes import computer_device
 from aiida_lifdiff.data.dataset import DatasetData
 from aiida_lifdiff.data.potential import PotentialData
@@ -73,7 +78,11 @@ def _validate_parameters(value: orm.Dict, _) -> str | None:
 
 
 def _validate_inputs(inputs: dict, _) -> str | None:
-    potential, frames = inputs.get("potential"), inputs.get("frames")
+    potential, frames, code = inputs.get("potential"), inputs.get("frames"), inputs.get("code")
+    if potential is not None and code is not None:
+        message = check_code_environment(potential, code)
+        if message:
+            return message
     if potential is None or frames is None:
         return None
     return species_problem(potential, frames)
@@ -143,6 +152,8 @@ class LifdiffLabelCalculation(CalcJob):
         frames = self.inputs.frames
 
         model, local_copy_list = runner_model(potential, folder, classical_settings=parameters)
+        if potential.kind == "universal":
+            model["kwargs"]["device"] = parameters["device"]  # the ASE factory puts the model on the job's device
         local_copy_list.insert(0, (frames.uuid, frames.filename, FRAMES_FILE))
 
         runner_input = {

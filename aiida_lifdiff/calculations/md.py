@@ -10,7 +10,7 @@ from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJob
 
-from aiida_lifdiff.calculations.model_spec import runner_model
+from aiida_lifdiff.calculations.model_spec import check_code_environment, runner_model
 from aiida_lifdiff.codes import computer_device
 from aiida_lifdiff.data.potential import PotentialData
 
@@ -75,9 +75,17 @@ def _validate_parameters(value: orm.Dict, _) -> str | None:
 
 
 def _validate_potential(value: PotentialData, _) -> str | None:
-    if value.kind not in ("mace", "deepmd"):
-        return f"lifdiff.md runs MACE or DeePMD models, not a {value.kind!r} potential (use LAMMPS for that)"
+    if value.kind not in ("mace", "deepmd", "universal"):
+        return f"lifdiff.md runs MACE, DeePMD or universal models, not a {value.kind!r} potential (use LAMMPS for that)"
     return None
+
+
+def _validate_inputs(inputs: dict, _) -> str | None:
+    """A potential whose package the code's environment lacks (SevenNet on a main-venv code) is refused here."""
+    potential, code = inputs.get("potential"), inputs.get("code")
+    if potential is None or code is None:
+        return None
+    return check_code_environment(potential, code)
 
 
 class LifdiffMdCalculation(CalcJob):
@@ -87,7 +95,12 @@ class LifdiffMdCalculation(CalcJob):
     def define(cls, spec):
         super().define(spec)
         spec.input("structure", valid_type=orm.StructureData, help="Starting structure of every member.")
-        spec.input("potential", valid_type=PotentialData, validator=_validate_potential, help="MACE or DeePMD model.")
+        spec.input(
+            "potential",
+            valid_type=PotentialData,
+            validator=_validate_potential,
+            help="MACE, DeePMD or universal model.",
+        )
         spec.input(
             "parameters",
             valid_type=orm.Dict,
@@ -102,6 +115,7 @@ class LifdiffMdCalculation(CalcJob):
             required=False,
             help="Remote folder of a run stopped on its timer; its checkpoint is continued to the same end step.",
         )
+        spec.inputs.validator = _validate_inputs
         options = spec.inputs["metadata"]["options"]
         options["parser_name"].default = "lifdiff.md"
         options["resources"].default = {"num_machines": 1, "num_mpiprocs_per_machine": 1}
@@ -153,6 +167,8 @@ class LifdiffMdCalculation(CalcJob):
 
         model, local_copy_list = runner_model(potential, folder)
         model.pop("species")  # lifdiff-md checks species against the model itself
+        if potential.kind == "universal":
+            model["kwargs"]["device"] = parameters["device"]  # the ASE factory puts the model on the job's device
         runner_input = {
             "model": model,
             "device": parameters["device"],

@@ -74,17 +74,58 @@ CACHING_OPTION = click.option(
 )
 
 
+ENVIRONMENT_OPTION = click.option(
+    "--environment",
+    type=click.Choice(["main", "sevenn"]),
+    default="main",
+    show_default=True,
+    help="Which environment's programs become codes: main (the plugin's venv), or sevenn (SevenNet's own venv, "
+    "`make venv-sevenn`): codes lifdiff-md-sevenn, lifdiff-label-sevenn, lifdiff-barrier-sevenn.",
+)
+ENVIRONMENT_VENV_OPTION = click.option(
+    "--environment-venv",
+    default=None,
+    help="The venv of a non-main --environment [default: .venv-<environment> of this checkout; for setup slurm "
+    "with --venv: <venv>-<environment>].",
+)
+
+
+def _setup_environment_codes(computer, environment: str, venv: str | None) -> None:
+    """``setup ... --environment X``: the codes of environment X on ``computer``, or a ClickException."""
+    from aiida_lifdiff import codes as setup_codes
+
+    try:
+        codes, warnings = setup_codes.ensure_environment_codes(computer, environment, venv=venv)
+    except (FileNotFoundError, ValueError) as exception:  # SetupConflict is a ValueError
+        raise click.ClickException(str(exception)) from exception
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    names = ", ".join(f"{code.full_label!r} (pk {code.pk})" for code in codes)
+    click.echo(f"{environment} environment codes on computer {computer.label!r}: {names}")
+
+
 @setup.command("localhost")
 @click.option("--label", default="lammps", show_default=True, help="Label of the LAMMPS code.")
+@ENVIRONMENT_OPTION
+@ENVIRONMENT_VENV_OPTION
 @CACHING_OPTION
 @click.pass_context
-def setup_localhost(ctx: click.Context, label: str, caching: bool) -> None:
+def setup_localhost(
+    ctx: click.Context, label: str, environment: str, environment_venv: str | None, caching: bool
+) -> None:
     """The localhost computer (direct scheduler) and the codes of this environment: LAMMPS, lifdiff-md,
-    lifdiff-label, and mace_run_train and dp when the `ml` extra is installed."""
+    lifdiff-label, and mace_run_train and dp when the `ml` extra is installed.
+
+    With --environment sevenn: the codes of SevenNet's venv instead (lifdiff-md-sevenn, ...)."""
     _load_profile(ctx.obj["profile"])
     from aiida_lifdiff import codes as setup_codes
 
     computer = setup_codes.ensure_localhost_computer()
+    if environment != "main":
+        _setup_environment_codes(computer, environment, environment_venv)
+        if caching:
+            _enable_caching(ctx.obj["profile"])
+        return
     try:
         codes = [setup_codes.ensure_lammps_code(computer, label=label)]
     except setup_codes.SetupConflict as exception:
@@ -167,6 +208,8 @@ def _enable_caching(profile: str | None) -> None:
     show_default=True,
     help="Seconds between two squeue calls of the daemon.",
 )
+@ENVIRONMENT_OPTION
+@ENVIRONMENT_VENV_OPTION
 @CACHING_OPTION
 @click.pass_context
 def setup_slurm(
@@ -184,6 +227,8 @@ def setup_slurm(
     device: str,
     venv: str | None,
     poll_interval: float,
+    environment: str,
+    environment_venv: str | None,
     caching: bool,
 ) -> None:
     """A SLURM GPU computer and the codes a study needs on it (lammps, lifdiff-md, lifdiff-label,
@@ -191,7 +236,8 @@ def setup_slurm(
 
     Every job on it asks for the partition, account, GPUs and CPUs given here. Running it again with the
     same options creates nothing; with other options for an existing label it refuses and lists the
-    differences.
+    differences. With --environment sevenn it makes the codes of SevenNet's venv on the cluster instead
+    (lifdiff-md-sevenn, lifdiff-label-sevenn, lifdiff-barrier-sevenn).
     """
     _load_profile(ctx.obj["profile"])
     from aiida_lifdiff import codes as setup_codes
@@ -211,8 +257,12 @@ def setup_slurm(
             device=device,
             poll_interval=poll_interval,
         )
-        codes, warnings = setup_codes.ensure_study_codes(computer, venv=venv)
-    except (setup_codes.SetupConflict, ValueError) as exception:
+        if environment == "main":
+            codes, warnings = setup_codes.ensure_study_codes(computer, venv=venv)
+        else:
+            environment_venv = environment_venv or setup_codes.default_environment_venv(environment, venv)
+            codes, warnings = setup_codes.ensure_environment_codes(computer, environment, venv=environment_venv)
+    except (setup_codes.SetupConflict, ValueError, FileNotFoundError) as exception:
         raise click.ClickException(str(exception)) from exception
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -257,9 +307,10 @@ def _print_study(node, output: Path | None) -> None:
                 click.echo(
                     f"Ea ({name}) = {record['Ea_eV']:.3f} +- {record['Ea_err_eV']:.3f} eV, "
                     f"D0 = {record['D0_cm2_s']:.2e} +- {record['D0_err_cm2_s']:.1e} cm2/s, "
-                    f"chi2/dof = {record['chi2_dof']:.2f}, D(300 K) = {record['D300_cm2_s']:.2e} "
-                    f"+- {record['D300_err_cm2_s']:.1e} cm2/s"
+                    f"chi2/dof = {record['chi2_dof']:.2f}, D(300 K) = {_d300_text(record)} cm2/s"
                 )
+                for note in _sensitivity_lines(record):
+                    click.echo(f"  {note}")
                 if record["chi2_dof"] > CHI2_WARNING:
                     click.echo(
                         f"  D scatters more than its errors (chi2/dof > 1): Ea error scaled by sqrt(chi2/dof) "
@@ -283,6 +334,26 @@ def _print_study(node, output: Path | None) -> None:
             json_path = output / f"arrhenius-{node.pk}.json"
             json_path.write_text(json.dumps(node.outputs.arrhenius.get_dict(), indent=2))
             click.echo(f"fit: {json_path}")
+
+
+def _d300_text(record: dict) -> str:
+    """D(300 K) with its 1-sigma factor (log space, Birge-scaled): ``1.2e-09 x/ 3.4``; older fits: +- error."""
+    if record.get("D300_factor") is not None:
+        return f"{record['D300_cm2_s']:.2e} x/ {record['D300_factor']:.2g}"
+    return f"{record['D300_cm2_s']:.2e} +- {record['D300_err_cm2_s']:.1e}"
+
+
+def _sensitivity_lines(record: dict) -> list[str]:
+    sensitivity = record.get("sensitivity")
+    if not sensitivity:
+        return []
+    dropped = ", ".join(f"{t:.0f} K" for t in sensitivity.get("excluded_temperatures_K", []))
+    if "Ea_with_excluded_eV" in sensitivity:
+        return [
+            f"left out as non-diffusive: {dropped}; with them Ea = {sensitivity['Ea_with_excluded_eV']:.3f} "
+            f"+- {sensitivity['Ea_err_with_excluded_eV']:.3f} eV ({sensitivity['delta_Ea_eV']:+.3f} eV)"
+        ]
+    return [f"left out as non-diffusive: {dropped} ({sensitivity.get('note', '')})"]
 
 
 def _print_benchmark(node, output: Path | None) -> None:
@@ -347,12 +418,13 @@ def _print_benchmark(node, output: Path | None) -> None:
         headers = ["potential", "kind", "trained on", "Ea (eV)", "chi2/dof", "Ea - reference (eV)", "E RMSE", "F RMSE"]
         click.echo(tabulate(rows, headers=headers))
         click.echo("Ea errors are 1 sigma (Birge-scaled where chi2/dof > 1); E RMSE in meV/atom, F RMSE in meV/A.")
+        _print_static_comparison(comparison)
         if output is not None:
             output.mkdir(parents=True, exist_ok=True)
             path = output / f"benchmark-{node.pk}.json"
             path.write_text(json.dumps(comparison, indent=2))
             click.echo(f"comparison: {path}")
-            for figure in ("arrhenius_overlay", "parity_overlay"):
+            for figure in ("arrhenius_overlay", "parity_overlay", "barrier_overlay"):
                 if figure in node.outputs:
                     target = output / f"benchmark-{node.pk}-{figure}.png"
                     with node.outputs[figure].open(mode="rb") as handle:
@@ -362,6 +434,35 @@ def _print_benchmark(node, output: Path | None) -> None:
 
 def _number(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _print_static_comparison(comparison: dict) -> None:
+    """a0 and the static barriers of each potential beside the reference's, when the study computed them."""
+    from tabulate import tabulate
+
+    from aiida_lifdiff.analysis.comparison import BARRIER_PATHS
+
+    rows_in = comparison["rows"]
+    if not any("a0_A" in row or any(f"barrier_{p}_eV" in row for p in BARRIER_PATHS) for row in rows_in.values()):
+        return
+    reference = comparison.get("reference")
+    rows = []
+    for name, row in rows_in.items():
+        cells = [name + (" (reference)" if name == reference else ""), _number(row.get("a0_A"), ".4f")]
+        for path in BARRIER_PATHS:
+            value = row.get(f"barrier_{path}_eV")
+            if value is None:
+                cells.append("-")
+                continue
+            text = f"{value:.3f}"
+            if not row.get(f"barrier_{path}_converged", False):
+                text += " (not converged)"
+            elif f"delta_barrier_{path}_eV" in row:
+                text += f" ({row[f'delta_barrier_{path}_eV']:+.3f})"
+            cells.append(text)
+        rows.append(cells)
+    click.echo("\n== lattice constant and static migration barriers (eV; difference to the reference in brackets)")
+    click.echo(tabulate(rows, headers=["potential", "a0 (A)", *BARRIER_PATHS]))
 
 
 @cli.command()
@@ -633,6 +734,41 @@ def show(ctx: click.Context, pk: int, output: Path) -> None:
         raise click.ClickException(
             f"node {pk} is a {node.__class__.__name__}, not a DiffusionWorkChain or BenchmarkWorkChain"
         )
+
+
+@cli.command()
+@click.argument("trajectories", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--timestep-ps", type=float, default=None, help="Time between stored frames (if frames lack time_ps).")
+@click.option("--mobile", default="Li", show_default=True, help="Diffusing species.")
+@click.option("--reference", default="F", show_default=True, help="Drift-reference species (defines the sites).")
+@click.option("--blocks", "n_blocks", type=int, default=5, show_default=True, help="Time blocks per replica.")
+@click.option("--r-in", type=float, default=None, help="Inner site radius in A (default 0.3 x shortest site distance).")
+@click.option("--dwell", type=int, default=3, show_default=True, help="Frames within r_in needed to arrive at a site.")
+@click.option("--window", type=int, default=2, show_default=True, help="Frames linking the moves of one event.")
+@click.option("--lammps-types", default="Li,F", show_default=True, help="Elements of LAMMPS dump types 1, 2, ...")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def analyse(trajectories, timestep_ps, mobile, reference, n_blocks, r_in, dwell, window, lammps_types, fmt) -> None:
+    """D (tracer, collective), Haven ratio and hop events of TRAJECTORIES (replicas), with no AiiDA profile.
+
+    Any ASE-readable file: extxyz with time_ps in each frame's info, LAMMPS text dump (name ending in .dump), ...
+    """
+    from aiida_lifdiff.analysis.trajectory_files import analyse_trajectory_files, format_table
+
+    try:
+        result = analyse_trajectory_files(
+            trajectories,
+            timestep_ps=timestep_ps,
+            mobile=mobile,
+            reference=reference,
+            n_blocks=n_blocks,
+            r_in=r_in,
+            dwell=dwell,
+            window=window,
+            lammps_types=[s.strip() for s in lammps_types.split(",") if s.strip()],
+        )
+    except (ValueError, OSError) as exception:
+        raise click.ClickException(str(exception)) from exception
+    click.echo(json.dumps(result, indent=1) if fmt == "json" else format_table(result))
 
 
 @cli.group()

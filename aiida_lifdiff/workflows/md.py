@@ -22,8 +22,13 @@ from aiida_lifdiff.workflows.functions.lammps_inputs import (
 from aiida_lifdiff.workflows.functions.trajectory import concatenate_trajectories
 
 #: Which engine runs each potential kind by default, and which it may run.
-DEFAULT_ENGINE = {"classical": "lammps", "deepmd": "lammps", "mace": "runner"}
-ALLOWED_ENGINES = {"classical": ("lammps",), "deepmd": ("lammps", "runner"), "mace": ("runner",)}
+DEFAULT_ENGINE = {"classical": "lammps", "deepmd": "lammps", "mace": "runner", "universal": "runner"}
+ALLOWED_ENGINES = {
+    "classical": ("lammps",),
+    "deepmd": ("lammps", "runner"),
+    "mace": ("runner",),
+    "universal": ("runner",),
+}
 ENGINE_CALCULATIONS = {"lammps": LifdiffLammpsCalculation, "runner": LifdiffMdCalculation}
 #: Input namespace of each engine's code and options (``runner`` itself would clash with the engine's
 #: ``runner`` keyword of ``submit``).
@@ -78,6 +83,12 @@ def validate_md_inputs(inputs: dict, _) -> str | None:
     namespace = ENGINE_NAMESPACES[engine]
     if namespace not in inputs or "code" not in inputs[namespace]:
         return f"the {engine!r} engine runs this {potential.kind} potential: give `{namespace}.code`"
+    if engine == "runner":
+        from aiida_lifdiff.calculations.model_spec import check_code_environment
+
+        message = check_code_environment(potential, inputs[namespace]["code"])
+        if message:
+            return message
     parameters = inputs["parameters"].get_dict()
     unknown = set(parameters) - set(COMMON_KEYS) - set(RUNNER_ONLY_KEYS)
     if unknown:
