@@ -354,6 +354,21 @@ def ensure_dp_code(computer: orm.Computer, label: str = "dp", venv: str | None =
     )
 
 
+def ensure_barrier_code(
+    computer: orm.Computer, label: str = "lifdiff-barrier", venv: str | None = None
+) -> orm.InstalledCode:
+    """The ``lifdiff-barrier`` program (lattice E(V), NEB barriers; any potential kind) on ``computer``."""
+    prepend = [TORCH_PREPEND, _threads_prepend(computer), DEEPMD_THREADS_PREPEND]
+    return _ensure_code(
+        computer,
+        label,
+        _venv_executable("lifdiff-barrier", venv),
+        "lifdiff.barrier",
+        "lattice relaxation and NEB migration barriers of aiida-lifdiff",
+        prepend,
+    )
+
+
 #: Every code a study may need, by the role names of a study's ``codes:``.
 CODE_MAKERS = {
     "lammps": ensure_lammps_code,
@@ -361,6 +376,7 @@ CODE_MAKERS = {
     "label": ensure_label_code,
     "mace_train": ensure_mace_train_code,
     "dp": ensure_dp_code,
+    "barrier": ensure_barrier_code,
 }
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from .arrhenius import K_B_EV_K, ArrheniusResult, arrhenius_extrapolate
 
-__all__ = ["plot_arrhenius", "plot_arrhenius_overlay", "plot_msd"]
+__all__ = ["plot_arrhenius", "plot_arrhenius_overlay", "plot_barrier_profiles", "plot_msd"]
 
 
 def _pyplot():
@@ -198,5 +198,56 @@ def plot_arrhenius_overlay(
                 d_line = row["D0_cm2_s"] * np.exp(-row["Ea_eV"] / (K_B_EV_K * t_line))
                 ax.plot(1000.0 / t_line, d_line, "-", color=colour, lw=1.2)
         return _save_arrhenius_figure(fig, ax, title, path)
+    finally:
+        plt.close(fig)
+
+
+def plot_barrier_profiles(
+    profiles: Sequence[tuple[str, dict[str, np.ndarray], dict[str, bool]]],
+    path: str | os.PathLike[str],
+    title: str = "",
+) -> Path:
+    """NEB energy profiles: one panel per path, one line per potential (so several potentials overlay).
+
+    Args:
+        profiles: ``(label, arrays, converged)`` per potential; ``arrays`` holds ``<path>_reaction_coordinate_A``
+            and ``<path>_energies_eV`` (relative to the initial end point) as the barrier parser stores them,
+            ``converged`` maps path names to whether that NEB converged (unconverged bands are drawn dashed).
+        path: output PNG file.
+        title: figure title.
+    """
+    plt = _pyplot()
+    suffix = "_energies_eV"
+    names = sorted({key[: -len(suffix)] for _, arrays, _ in profiles for key in arrays if key.endswith(suffix)})
+    if not names:
+        raise ValueError("no energy profile to draw")
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False, sharey=True)
+    try:
+        for index, name in enumerate(names):
+            ax = axes[0][index]
+            for colour, (label, arrays, converged) in enumerate(profiles):
+                energies = arrays.get(f"{name}{suffix}")
+                if energies is None:
+                    continue
+                coordinate = arrays.get(f"{name}_reaction_coordinate_A", np.arange(len(energies)))
+                ok = bool(converged.get(name, False))
+                ax.plot(
+                    coordinate,
+                    energies,
+                    "o-" if ok else "o--",
+                    color=f"C{colour % 10}",
+                    ms=3,
+                    label=f"{label}: {np.max(energies):.3f} eV" + ("" if ok else " (not converged)"),
+                )
+            ax.set_title(name.replace("_", " "), fontsize="medium")
+            ax.set_xlabel("reaction coordinate (A)")
+            if index == 0:
+                ax.set_ylabel("E - E(initial) (eV)")
+            if index < len(names) - 1:
+                ax.legend(fontsize="x-small")
+        if title:
+            fig.suptitle(title)
+        # The panels keep their own titles (the paths); the figure's goes above them.
+        return _save_figure(fig, axes[0][-1], "", path)
     finally:
         plt.close(fig)

@@ -736,6 +736,133 @@ def show(ctx: click.Context, pk: int, output: Path) -> None:
         )
 
 
+def _barrier_potential(spec: str):
+    """The PotentialData of a ``barriers --potential`` SPEC (unstored), or a ClickException saying why not."""
+    from aiida_lifdiff.data.potential import PotentialData
+    from aiida_lifdiff.potentials.universal import universal_names
+
+    if spec == "tosi-fumi-lif":
+        return PotentialData.tosi_fumi_lif()
+    if spec in universal_names():
+        return PotentialData.from_universal(spec)
+    path = Path(spec)
+    kinds = {".model": "mace", ".pb": "deepmd", ".pth": "deepmd"}
+    if path.suffix in kinds:
+        return PotentialData.from_model_file(kinds[path.suffix], path)
+    raise click.ClickException(
+        f"unknown potential {spec!r}: give tosi-fumi-lif, a universal model ({', '.join(universal_names())}) "
+        "or a model file (.model: MACE; .pb/.pth: DeePMD)"
+    )
+
+
+@cli.command()
+@click.option("--potential", "spec", required=True, help="tosi-fumi-lif, chgnet, sevennet-0, ... or a model file.")
+@click.option("--repeat", type=int, default=None, help="Conventional cubes per axis of the NEB cell (default 2).")
+@click.option(
+    "--paths",
+    default=None,
+    help="Comma-separated paths (default knockoff_collinear,knockoff_noncollinear,direct).",
+)
+@click.option("--protocol", default=None, help="Protocol of protocols/barrier.yaml (quick | precise).")
+@click.option(
+    "--code", "code_label", default=None, help="lifdiff-barrier code (default: of the potential's environment)."
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_context
+def barriers(ctx, spec: str, repeat: int | None, paths: str | None, protocol, code_label, fmt: str) -> None:
+    """Relaxed a0 and NEB migration barriers of interstitial Li with one potential, in-process on this profile."""
+    _load_profile(ctx.obj["profile"])
+    from aiida import orm
+    from aiida.common.exceptions import MultipleObjectsError, NotExistent
+    from aiida.engine import run_get_node
+
+    from aiida_lifdiff.calculations.barrier import validate_barrier_parameters
+    from aiida_lifdiff.calculations.model_spec import potential_environment
+    from aiida_lifdiff.codes import environment_code_label
+    from aiida_lifdiff.data.potential import PotentialData
+    from aiida_lifdiff.protocols import get_protocol_inputs
+    from aiida_lifdiff.workflows.barrier import BarrierWorkChain
+
+    overrides: dict = {}
+    if repeat is not None:
+        overrides["repeat"] = repeat
+    if paths is not None:
+        overrides["paths"] = [p.strip() for p in paths.split(",") if p.strip()]
+    try:
+        parameters = get_protocol_inputs("barrier", protocol, {"parameters": overrides})["parameters"]
+    except ValueError as exception:
+        raise click.ClickException(str(exception)) from exception
+    message = validate_barrier_parameters(parameters)
+    if message:
+        raise click.ClickException(message)
+    try:
+        potential = _barrier_potential(spec)
+    except (ValueError, FileNotFoundError) as exception:
+        raise click.ClickException(str(exception)) from exception
+    label = code_label or f"{environment_code_label('lifdiff-barrier', potential_environment(potential))}@localhost"
+    try:
+        code = orm.load_code(label)
+    except (NotExistent, MultipleObjectsError) as exception:
+        raise click.ClickException(
+            f"code {label!r} not found ({exception}); create it with `aiida-lifdiff setup localhost`"
+            + (
+                ""
+                if potential_environment(potential) == "main"
+                else f" --environment {potential_environment(potential)}"
+            )
+        ) from exception
+    builder = BarrierWorkChain.get_builder_from_protocol(
+        code, PotentialData.get_or_create(potential), protocol, {"parameters": overrides}
+    )
+    builder.metadata.label = f"barriers/{potential.label or spec}"
+    outputs, node = run_get_node(builder)
+    results = outputs.get("results")
+    if results is None:
+        raise click.ClickException(f"BarrierWorkChain<{node.pk}> failed (exit {node.exit_status}): {node.exit_message}")
+    data = results.get_dict()
+    summary = {
+        "pk": node.pk,
+        "exit_status": node.exit_status,
+        "exit_message": node.exit_message,
+        "potential": potential.label or spec,
+        "potential_uuid": node.inputs.barrier.potential.uuid,
+        "a0_A": data.get("a0_A"),
+        "B0_GPa": data.get("B0_GPa"),
+        "barriers_eV": data.get("barriers_eV", {}),
+        "converged": data.get("converged", {}),
+        "max_force_eV_A": data.get("max_force_eV_A", {}),
+        "endpoint_energies_eV": {
+            name: {"initial": entry.get("initial_energy_eV"), "final": entry.get("final_energy_eV")}
+            for name, entry in (data.get("paths") or {}).items()
+        },
+        "repeat": data.get("repeat"),
+        "n_atoms": data.get("n_atoms"),
+        "wall_s": data.get("wall_s"),
+        "n_force_calls": data.get("n_force_calls"),
+    }
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=1))
+    else:
+        from tabulate import tabulate
+
+        rows = [
+            [
+                name,
+                _number(value, ".3f"),
+                "yes" if summary["converged"].get(name) else "NO",
+                _number(summary["max_force_eV_A"].get(name), ".4f"),
+            ]
+            for name, value in summary["barriers_eV"].items()
+        ]
+        click.echo(
+            f"BarrierWorkChain<{node.pk}> {summary['potential']}: a0 = {_number(summary['a0_A'], '.4f')} A, "
+            f"B0 = {_number(summary['B0_GPa'], '.1f')} GPa, {summary['n_atoms']} atoms, {_number(summary['wall_s'], '.0f')} s"
+        )
+        click.echo(tabulate(rows, headers=["path", "barrier (eV)", "converged", "max force (eV/A)"]))
+    if not node.is_finished_ok:
+        raise SystemExit(1)
+
+
 @cli.command()
 @click.argument("trajectories", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--timestep-ps", type=float, default=None, help="Time between stored frames (if frames lack time_ps).")
