@@ -45,7 +45,7 @@ _TOP_KEYS = {
     "analysis": "overrides of the analysis settings (n_blocks, fit_window, modes, primary_mode)",
     "max_wallclock_seconds": "scheduler walltime of each MD calculation",
 }
-_POTENTIAL_KEYS = {"kind", "model", "label", "path", "foundation", "train"}
+_POTENTIAL_KEYS = {"kind", "model", "label", "path", "foundation", "train", "md"}
 _TRAINING_KEYS = {"protocol", "sampler", "labeller", "iterations", "finetune_from", "initial_data", "data"}
 DATASET_FORMATS = ("extxyz", "deepmd/npy", "deepmd/raw")
 #: The dataset the `training` section generates, as trainings and the evaluation name it.
@@ -201,6 +201,8 @@ def load_study(path: str | Path, missing_files: list[str] | None = None) -> Stud
         potential = _check_potential(raw["potential"], path, "potential")
         if "train" in potential:
             raise StudyError(f"{path}: potential: a trained potential belongs in 'potentials' (a benchmark)")
+        if potential.get("md") is False:
+            raise StudyError(f"{path}: potential: md: false leaves a diffusion study nothing to do; see `barriers`")
         for key in ("reference", "datasets", "training", "evaluation"):
             if key in raw:
                 raise StudyError(f"{path}: '{key}' belongs to a benchmark ('potentials'), not a one-potential study")
@@ -221,6 +223,10 @@ def load_study(path: str | Path, missing_files: list[str] | None = None) -> Stud
             )
         if reference not in potentials:
             raise StudyError(f"{path}: reference {reference!r} is not one of the potentials {sorted(potentials)}")
+        if potentials[reference].get("md") is False:
+            raise StudyError(
+                f"{path}: the reference {reference!r} must run MD (md: false): every Ea is compared with its Ea"
+            )
     training = _check_training(raw.get("training"), potentials, datasets, path)
     evaluation = _check_evaluation(raw.get("evaluation"), datasets, training, path)
     _check_trainings(potentials, datasets, training, evaluation, path)
@@ -320,6 +326,8 @@ def _check_potential(potential: Any, path: Path, where: str) -> dict:
         )
     _unknown(set(potential), _POTENTIAL_KEYS, f"{path}: {where}")
     potential = dict(potential)
+    if not isinstance(potential.get("md", True), bool):
+        raise StudyError(f"{path}: {where}: md must be true or false, got {potential['md']!r}")
     kind = potential["kind"]
     if kind == "classical":
         if "train" in potential:
@@ -725,6 +733,9 @@ def build_benchmark_builder(study: Study, resolver: _Resolver | None = None):
         if code is not None:
             builder.codes.barrier = code
     builder.reference = orm.Str(study.reference)
+    static_only = sorted(name for name, spec in study.potentials.items() if spec.get("md") is False)
+    if static_only:
+        builder.static_only = orm.List(static_only)
 
     given = {}
     for name, spec in study.potentials.items():

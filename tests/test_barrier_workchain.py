@@ -98,9 +98,7 @@ def test_bad_parameters_are_refused_before_submission(barrier_code, parameters, 
     assert message in (validate_barrier_parameters(parameters) or "")
     potential = PotentialData.get_or_create(PotentialData.tosi_fumi_lif())
     with pytest.raises(ValueError, match=message):
-        run_get_node(
-            LifdiffBarrierCalculation, potential=potential, code=barrier_code, parameters=orm.Dict(parameters)
-        )
+        run_get_node(LifdiffBarrierCalculation, potential=potential, code=barrier_code, parameters=orm.Dict(parameters))
 
 
 def test_an_end_point_that_relaxes_away_is_reported_not_retried(barrier_code):

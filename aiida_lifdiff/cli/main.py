@@ -856,7 +856,8 @@ def barriers(ctx, spec: str, repeat: int | None, paths: str | None, protocol, co
         ]
         click.echo(
             f"BarrierWorkChain<{node.pk}> {summary['potential']}: a0 = {_number(summary['a0_A'], '.4f')} A, "
-            f"B0 = {_number(summary['B0_GPa'], '.1f')} GPa, {summary['n_atoms']} atoms, {_number(summary['wall_s'], '.0f')} s"
+            f"B0 = {_number(summary['B0_GPa'], '.1f')} GPa, {summary['n_atoms']} atoms, "
+            f"{_number(summary['wall_s'], '.0f')} s"
         )
         click.echo(tabulate(rows, headers=["path", "barrier (eV)", "converged", "max force (eV/A)"]))
     if not node.is_finished_ok:

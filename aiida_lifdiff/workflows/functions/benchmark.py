@@ -16,7 +16,7 @@ from aiida.engine import calcfunction
 
 from aiida_lifdiff.analysis.comparison import comparison_row, static_columns
 from aiida_lifdiff.analysis.errors import parity_overlay
-from aiida_lifdiff.analysis.plotting import plot_arrhenius_overlay
+from aiida_lifdiff.analysis.plotting import plot_arrhenius_overlay, plot_barrier_profiles
 from aiida_lifdiff.data.dataset import DatasetData
 from aiida_lifdiff.serialization import json_safe
 
@@ -31,6 +31,7 @@ BARRIERS_PREFIX = "barriers_"
 PROFILES_PREFIX = "profiles_"
 ARRHENIUS_OVERLAY_FILE = "arrhenius_overlay.png"
 PARITY_OVERLAY_FILE = "parity_overlay.png"
+BARRIER_OVERLAY_FILE = "barrier_overlay.png"
 
 
 def _by_prefix(nodes: dict, prefix: str) -> dict:
@@ -158,6 +159,21 @@ def compare_potentials(parameters: orm.Dict, **nodes: orm.Data) -> dict:
             ARRHENIUS_OVERLAY_FILE,
         ),
     }
+    if profiles:
+        # The reference first, so that the candidates are drawn over it.
+        order = sorted(profiles, key=lambda n: (n != reference, n))
+        bands = [
+            (
+                name,
+                {key: profiles[name].get_array(key) for key in profiles[name].get_arraynames()},
+                barriers[name].get("converged") or {} if name in barriers else {},
+            )
+            for name in order
+        ]
+        outputs["barrier_overlay"] = _png(
+            lambda path: plot_barrier_profiles(bands, path, title=f"{title} NEB energy profiles".strip()),
+            BARRIER_OVERLAY_FILE,
+        )
     if isinstance(evaluation_set, DatasetData) and predictions:
         reference_frames = evaluation_set.get_frames()
         # The reference first, so that the candidates are drawn over it.
