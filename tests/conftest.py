@@ -9,10 +9,15 @@ pytest_plugins = ["aiida.tools.pytest_fixtures"]
 
 @pytest.fixture(scope="session")
 def lammps_code(aiida_profile):
-    """The LAMMPS code on localhost, created the way `aiida-lifdiff setup localhost` does."""
-    from aiida_lifdiff.codes import ensure_lammps_code, ensure_localhost_computer
+    """The LAMMPS code on localhost, created the way `aiida-lifdiff setup localhost` does.
 
-    return ensure_lammps_code(ensure_localhost_computer())
+    The lifdiff-barrier code comes with it: a study relaxes its potential's lattice first by default.
+    """
+    from aiida_lifdiff.codes import ensure_barrier_code, ensure_lammps_code, ensure_localhost_computer
+
+    computer = ensure_localhost_computer()
+    ensure_barrier_code(computer)
+    return ensure_lammps_code(computer)
 
 
 @pytest.fixture

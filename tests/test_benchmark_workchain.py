@@ -63,6 +63,7 @@ def all_codes(aiida_profile):
         codes.ensure_label_code,
         codes.ensure_mace_train_code,
         codes.ensure_dp_code,
+        codes.ensure_barrier_code,
     ):
         ensure(computer)
 

@@ -30,6 +30,25 @@ def test_tiny_study_gives_a_finite_activation_energy_with_provenance(lammps_code
     assert 0.0 < primary["Ea_eV"] < 0.5
     assert [p["temperature_K"] for p in primary["points"]] == [500.0, 650.0, 800.0]
     assert node.outputs.arrhenius_plot.get_content(mode="rb")[:8] == b"\x89PNG\r\n\x1a\n"
+    # The MD ran at the potential's own 0 K lattice constant, relaxed first; the structure links back to it.
+    a0 = node.outputs.lattice["a0_A"]
+    assert a0 == pytest.approx(4.01, abs=0.01)
+    cell = node.outputs.structure.cell
+    repeat = node.inputs.supercell.repeat.value
+    assert cell[0][0] == pytest.approx(repeat * a0, rel=1e-9)
+    builder_call = node.outputs.structure.creator
+    assert builder_call.inputs.lattice_constant.creator.inputs.lattice.pk == node.outputs.lattice.pk
+    # How the interstitial moved: hop events were found at every temperature, and they add up.
+    mechanisms = arrhenius["mechanisms"]
+    assert [p["temperature_K"] for p in mechanisms["per_temperature"]] == [500.0, 650.0, 800.0]
+    assert sum(mechanisms["counts"].values()) > 0
+    assert sum(mechanisms["fractions"].values()) == pytest.approx(1.0)
+    print(
+        "mechanisms:",
+        mechanisms["counts"],
+        mechanisms["dominant"],
+        [(p["temperature_K"], p["haven_ratio"], p["haven_ratio_err"]) for p in mechanisms["per_temperature"]],
+    )
 
     for label, diffusivity in node.outputs.diffusivity.items():
         entry = diffusivity.get_dict()
