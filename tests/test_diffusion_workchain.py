@@ -43,12 +43,8 @@ def test_tiny_study_gives_a_finite_activation_energy_with_provenance(lammps_code
     assert [p["temperature_K"] for p in mechanisms["per_temperature"]] == [500.0, 650.0, 800.0]
     assert sum(mechanisms["counts"].values()) > 0
     assert sum(mechanisms["fractions"].values()) == pytest.approx(1.0)
-    print(
-        "mechanisms:",
-        mechanisms["counts"],
-        mechanisms["dominant"],
-        [(p["temperature_K"], p["haven_ratio"], p["haven_ratio_err"]) for p in mechanisms["per_temperature"]],
-    )
+    # The Tosi-Fumi interstitial moves mostly by the collinear knock-off (its lowest static barrier too).
+    assert mechanisms["dominant"] == "knockoff_collinear"
 
     for label, diffusivity in node.outputs.diffusivity.items():
         entry = diffusivity.get_dict()
