@@ -36,7 +36,7 @@ def _mace_class(flags: dict) -> str:
 
 
 def _model_class(study: Study, name: str, spec: dict, training: dict) -> str:
-    if spec["kind"] in ("classical", "deepmd"):
+    if spec["kind"] in ("classical", "deepmd", "universal"):
         return spec["kind"]
     if "foundation" in spec or "path" in spec:
         # Foundation files and user files are taken as MPA-0-sized: the conservative (slower) figure.
@@ -129,13 +129,15 @@ def study_plan(study: Study, throughput: dict | None = None, dataset_frames: dic
     for name, spec in potentials.items():
         model = _model_class(study, name, spec, training)
         device = _md_device(spec["kind"], md)
-        engine = "lifdiff-md" if spec["kind"] == "mace" else "LAMMPS"
+        engine = "lifdiff-md" if spec["kind"] in ("mace", "universal") else "LAMMPS"
         source = (
             f"foundation {spec['foundation']}"
             if "foundation" in spec
             else spec.get("path") or spec.get("model") or ("trained in the study" if "train" in spec else "built-in")
         )
         plan["potentials"].append({"name": name, "kind": spec["kind"], "model": model, "source": source})
+        if spec.get("md") is False:
+            continue  # static only: lattice, barriers and evaluation (seconds to an hour of CPU), no MD
         members = int(md.get("members_per_job") or 1) if engine == "lifdiff-md" else 1
         atom_steps = runs_per_potential * steps * atoms
         plan["md"].append(
