@@ -122,3 +122,85 @@ def test_lattice_only_run_gives_a0_for_the_md(barrier_code):
     results = node.outputs.results.get_dict()
     assert results["a0_A"] == pytest.approx(4.01, abs=0.01) and results["barriers_eV"] == {}
     assert "profiles" not in node.outputs
+
+
+def test_an_neb_out_of_steps_is_rerun_once_with_twice_the_steps_then_reported(barrier_code):
+    """340 -> one rerun with max_steps doubled -> 440, with the unconverged band still attached and flagged."""
+    potential = PotentialData.get_or_create(PotentialData.tosi_fumi_lif())
+    overrides = {"parameters": {"paths": ["direct"], "neb": {"max_steps": 2}}}
+    builder = BarrierWorkChain.get_builder_from_protocol(barrier_code, potential, overrides=overrides)
+    _, node = run_get_node(builder)
+    assert node.exit_status == BarrierWorkChain.exit_codes.ERROR_NEB_NOT_CONVERGED.status, node.exit_message
+    calcs = [child for child in node.called if isinstance(child, orm.CalcJobNode)]
+    assert [calc.exit_status for calc in calcs] == [
+        LifdiffBarrierCalculation.exit_codes.ERROR_NEB_NOT_CONVERGED.status
+    ] * 2
+    assert [calc.inputs.parameters["neb"]["max_steps"] for calc in calcs] == [2, 4]
+    results = node.outputs.results.get_dict()
+    assert results["converged"] == {"direct": False} and results["barriers_eV"]["direct"] > 0
+    assert "direct_energies_eV" in node.outputs.profiles.get_arraynames()
+    assert node.outputs.profile_plot.get_content(mode="rb")[:4] == b"\x89PNG"
+
+
+def _parse(computer, files: dict[str, str]):
+    """Run the barrier parser on a hand-made calculation whose retrieved folder holds ``files``."""
+    from aiida.common.links import LinkType
+
+    from aiida_lifdiff.parsers.barrier import LifdiffBarrierParser
+
+    node = orm.CalcJobNode(computer=computer, process_type="aiida.calculations:lifdiff.barrier")
+    node.set_option("resources", {"num_machines": 1, "num_mpiprocs_per_machine": 1})
+    node.set_option("output_filename", "barrier.out")
+    node.set_option("scheduler_stderr", "_scheduler-stderr.txt")
+    node.store()
+    retrieved = orm.FolderData()
+    for name, text in files.items():
+        retrieved.base.repository.put_object_from_bytes(text.encode(), name)
+    retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label="retrieved")
+    retrieved.store()
+    outputs, calcfunction = LifdiffBarrierParser.parse_from_node(node, store_provenance=False)
+    return outputs, calcfunction.exit_status, calcfunction.exit_message
+
+
+def test_parser_on_hand_made_folders(barrier_code, tosi_fumi_barriers):
+    """Exit 4 keeps every output (340); no summary: SLURM's time limit (120) or the output's tail (300)."""
+    calc = next(child for child in tosi_fumi_barriers.called if isinstance(child, orm.CalcJobNode))
+    summary = json.loads(calc.outputs.retrieved.base.repository.get_object_content("summary.json"))
+    summary["exit_code"], summary["message"] = 4, "direct: not converged in 400 steps"
+    summary["paths"]["direct"]["converged"] = False
+    computer = barrier_code.computer
+    outputs, status, message = _parse(computer, {"summary.json": json.dumps(summary)})
+    assert status == LifdiffBarrierCalculation.exit_codes.ERROR_NEB_NOT_CONVERGED.status
+    assert "direct: not converged" in message
+    assert set(outputs) == {"results", "profiles", "eos"}  # no start.extxyz in this folder
+    results = outputs["results"].get_dict()
+    assert results["converged"]["direct"] is False and results["converged"]["knockoff_collinear"] is True
+    assert "energies_eV" not in results["paths"]["direct"]  # the lists live in `profiles`
+    assert len(outputs["profiles"].get_array("direct_energies_eV")) == len(summary["paths"]["direct"]["energies_eV"])
+
+    killed = "slurmstepd: error: *** JOB 7 ON n1 CANCELLED AT 2026-12-02T10:00:00 DUE TO TIME LIMIT ***\n"
+    _, status, _ = _parse(computer, {"_scheduler-stderr.txt": killed, "barrier.out": "step 99\n"})
+    assert status == LifdiffBarrierCalculation.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+    _, status, message = _parse(computer, {"barrier.out": "Traceback: something broke\n"})
+    assert status == LifdiffBarrierCalculation.exit_codes.ERROR_MISSING_OUTPUT.status
+    assert "something broke" in message
+
+
+def test_prepare_for_submission_writes_the_program_input(barrier_code, tmp_path):
+    """The input document: the parameters as given plus the model entry; the classical settings go into it."""
+    from aiida.common.folders import Folder
+    from aiida.engine.utils import instantiate_process
+    from aiida.manage import get_manager
+
+    potential = PotentialData.get_or_create(PotentialData.tosi_fumi_lif())
+    parameters = {"repeat": 3, "paths": ["direct"], "neb": {"n_images": 3}, "kspace_accuracy": 1e-6}
+    inputs = {"potential": potential, "code": barrier_code, "parameters": orm.Dict(parameters)}
+    process = instantiate_process(get_manager().get_runner(), LifdiffBarrierCalculation, **inputs)
+    calcinfo = process.prepare_for_submission(Folder(str(tmp_path)))
+    document = json.loads((tmp_path / "input.json").read_text())
+    assert document["repeat"] == 3 and document["paths"] == ["direct"] and document["neb"] == {"n_images": 3}
+    assert document["model"]["kind"] == "classical" and "kspace_accuracy" not in document
+    assert document["model"]["kspace_accuracy"] == 1e-6 and document["model"]["cutoff"] == 8.0
+    assert (tmp_path / document["model"]["parameters"]).is_file()  # the Tosi-Fumi table, staged beside the input
+    assert calcinfo.codes_info[0].cmdline_params == ["input.json"]
+    assert "summary.json" in calcinfo.retrieve_list and "path-*.extxyz" in calcinfo.retrieve_list
