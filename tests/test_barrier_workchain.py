@@ -71,6 +71,9 @@ def test_cli_barriers_json(barrier_code, tosi_fumi_barriers):
     expected = tosi_fumi_barriers.outputs.results["barriers_eV"]
     assert data["barriers_eV"]["knockoff_collinear"] == pytest.approx(expected["knockoff_collinear"], abs=1e-6)
     assert all(data["converged"][path] for path in PATHS)
+    (calc,) = [child for child in orm.load_node(data["pk"]).called if isinstance(child, orm.CalcJobNode)]
+    (first,) = [child for child in tosi_fumi_barriers.called if isinstance(child, orm.CalcJobNode)]
+    assert calc.base.caching.get_cache_source() == first.uuid  # lifdiff.barrier is in caching.CACHED_PROCESSES
 
 
 def test_cli_refuses_an_unknown_potential_before_storing_anything(barrier_code):

@@ -99,6 +99,8 @@ def test_dry_run_on_a_fresh_profile(tmp_path):
     assert "120 MD runs" in first.stdout and "NOT READY" in first.stdout
     for text in ("lif-dft-deepmd.pb", "data/lif-dft-deepmd", "macempa0mediummodel", "lifdiff-md@gpu", "lammps@gpu"):
         assert text in first.stdout, text
+    # The codes of a cluster computer are made by `setup slurm`, not `setup localhost`: the hint says so.
+    assert "setup slurm --label gpu" in first.stdout and "setup localhost" not in first.stdout
 
     # The user's files and the GPU computer's codes.
     (study_dir / "models").mkdir()
@@ -109,7 +111,7 @@ def test_dry_run_on_a_fresh_profile(tmp_path):
         "from aiida import load_profile; load_profile('fresh'); from aiida_lifdiff import codes; "
         "c = codes.ensure_localhost_computer('gpu'); "
         "[f(c) for f in (codes.ensure_lammps_code, codes.ensure_runner_code, codes.ensure_label_code, "
-        "codes.ensure_mace_train_code, codes.ensure_dp_code)]; "
+        "codes.ensure_mace_train_code, codes.ensure_dp_code, codes.ensure_barrier_code)]; "
         "from aiida import orm; print(orm.QueryBuilder().append(orm.Node).count())"
     )
     made = _run([sys.executable, "-c", setup], env)
