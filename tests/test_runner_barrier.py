@@ -217,6 +217,17 @@ def test_lattice_only(workdir, tmp_path):
     assert not (tmp_path / "start.extxyz").exists()
 
 
+def test_lattice_window_follows_a_minimum_outside_the_first_guess(workdir, tmp_path):
+    """Started 5 % below a0 with a +-2 % window, the E(V) scan moves up until it brackets the minimum."""
+    lattice = {"n_points": 5, "strain": 0.02, "a0_A": 3.82}
+    assert _run(workdir, tmp_path, _classical(paths=[], lattice=lattice)) == 0
+    summary = _summary(tmp_path)
+    assert summary["a0_A"] == pytest.approx(TOSI_FUMI_A0, abs=0.01)
+    windows = summary["eos"]["windows"]
+    assert len(windows) >= 2 and windows[0]["lattice_constants_A"][-1] < TOSI_FUMI_A0
+    assert summary["eos"]["lattice_constants_A"][0] < summary["a0_A"] < summary["eos"]["lattice_constants_A"][-1]
+
+
 def test_engine_failure_exit_6(workdir, tmp_path):
     # ASE's EMT has no parameters for Li and F: it raises on the first evaluation.
     data = {"model": {"kind": "ase", "factory": "ase.calculators.emt:EMT"}, "paths": ["direct"]}

@@ -302,29 +302,49 @@ def _freeze(atoms, energy: float, forces: np.ndarray):
     return atoms
 
 
+#: E(V) windows tried before giving up: a model whose minimum lies outside the first window (e.g. a PBE-trained
+#: universal model started from the experimental a0, or a briefly trained one) gets the window moved onto the
+#: lowest sampled point, like a line search, instead of a failed study.
+MAX_EOS_WINDOWS = 4
+
+
 def fit_lattice(calculator_factory, config: BarrierConfig, summary: dict) -> None:
-    """E(V) of the perfect conventional cube; ``a0_A``, ``B0_GPa`` (Birch-Murnaghan) and ``eos`` into ``summary``."""
+    """E(V) of the perfect conventional cube; ``a0_A``, ``B0_GPa`` (Birch-Murnaghan) and ``eos`` into ``summary``.
+
+    The window ``a0_A * (1 -+ strain)`` is moved onto its lowest point while the fitted minimum lies outside it
+    (at most :data:`MAX_EOS_WINDOWS` windows; every window is kept in ``eos['windows']``); the fit uses the
+    last one, in which the minimum must lie.
+    """
     from ase.eos import EquationOfState
     from ase.units import GPa
 
     from aiida_lifdiff.structures import build_lif_supercell
 
     calc = calculator_factory()
-    lattice_constants = config.a0_A * (1.0 + np.linspace(-config.strain, config.strain, config.n_points))
-    energies, volumes = [], []
-    for a in lattice_constants:
-        cell = build_lif_supercell(1, float(a), "none")
-        cell.calc = calc
-        energies.append(float(cell.get_potential_energy()))
-        volumes.append(float(cell.get_volume()))
-    eos = {
-        "lattice_constants_A": [float(a) for a in lattice_constants],
-        "energies_eV": energies,
-        "volumes_A3": volumes,
-        "n_atoms": 8,
-        "e0_eV": None,
-    }
-    summary["eos"] = eos
+    centre = config.a0_A
+    windows = []
+    for _ in range(MAX_EOS_WINDOWS):
+        lattice_constants = centre * (1.0 + np.linspace(-config.strain, config.strain, config.n_points))
+        energies, volumes = [], []
+        for a in lattice_constants:
+            cell = build_lif_supercell(1, float(a), "none")
+            cell.calc = calc
+            energies.append(float(cell.get_potential_energy()))
+            volumes.append(float(cell.get_volume()))
+        eos = {
+            "lattice_constants_A": [float(a) for a in lattice_constants],
+            "energies_eV": energies,
+            "volumes_A3": volumes,
+            "n_atoms": 8,
+            "e0_eV": None,
+        }
+        windows.append({k: eos[k] for k in ("lattice_constants_A", "energies_eV")})
+        eos["windows"] = windows
+        summary["eos"] = eos
+        lowest = int(np.argmin(energies))
+        if 0 < lowest < len(energies) - 1:
+            break
+        centre = float(lattice_constants[lowest])  # the minimum is beyond this edge: look there
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -338,7 +358,8 @@ def fit_lattice(calculator_factory, config: BarrierConfig, summary: dict) -> Non
         raise Stop(
             EXIT_ENGINE_FAILED,
             f"the E(V) minimum (a0 = {a0:.4f} A) lies outside the sampled range "
-            f"{lattice_constants[0]:.4f}-{lattice_constants[-1]:.4f} A: move lattice.a0_A or widen lattice.strain",
+            f"{lattice_constants[0]:.4f}-{lattice_constants[-1]:.4f} A after {len(windows)} windows: move "
+            "lattice.a0_A or widen lattice.strain",
         )
 
 
