@@ -72,3 +72,51 @@ def test_rows_have_each_potentials_a0_and_barriers(lammps_code, tmp_path):
     assert (tmp_path / "out" / f"benchmark-{node.pk}-barrier_overlay.png").is_file()
     listed = CliRunner().invoke(cli, ["results", "--label", "barrier-benchmark", "--format", "csv"])
     assert listed.exit_code == 0 and "a0_A" in listed.output.splitlines()[0], listed.output
+
+
+STATIC_ONLY = f"""
+name: static-only-benchmark
+protocol: quick
+structure: {{repeat: 1}}
+temperatures_K: [700.0, 900.0, 1100.0]
+seeds: [5]
+md: {{timestep_fs: 2.0, production_ps: 2.0, equilibration_ps: 0.2, frame_interval_fs: 50.0}}
+analysis: {{n_blocks: 2}}
+reference: tosi_fumi
+potentials:
+  tosi_fumi: {{kind: classical, model: tosi-fumi-lif}}
+  deepmd: {{kind: deepmd, path: {MODEL}, md: false}}
+barriers: {{repeat: 2, paths: [knockoff_collinear]}}
+"""
+
+
+def test_a_static_only_potential_gets_a0_and_barriers_and_says_why_it_has_no_ea(lammps_code, tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(STATIC_ONLY)
+    study = load_study(path)
+    builder = build_builder(study)
+    assert builder.static_only.get_list() == ["deepmd"]
+    _, node = run_get_node(builder)
+    assert node.exit_status in (0, 452), node.exit_message
+    assert not [c for c in node.called if c.label.endswith("/deepmd") and c.process_label == "DiffusionWorkChain"]
+    row = node.outputs.comparison["rows"]["deepmd"]
+    assert row["static_only"] and "static_only" in row["reason"] and not row["fit_ok"]
+    # No MD, so no lattice relaxation of its own: a0 comes from the barrier run's E(V).
+    assert row["a0_A"] == pytest.approx(3.974, abs=0.01) and row["barrier_knockoff_collinear_converged"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("  tosi_fumi: {kind: classical, model: tosi-fumi-lif, md: false}", "must run MD"),
+        ("  tosi_fumi: {kind: classical, model: tosi-fumi-lif, md: maybe}", "md"),
+    ],
+)
+def test_static_only_refusals(tmp_path, change, message):
+    from aiida_lifdiff.study import StudyError
+
+    text = STATIC_ONLY.replace("  tosi_fumi: {kind: classical, model: tosi-fumi-lif}", change)
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    with pytest.raises(StudyError, match=message):
+        load_study(path)
