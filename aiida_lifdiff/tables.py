@@ -370,6 +370,7 @@ COMPARISON_COLUMNS = (
     "D300_err_cm2_s",
     "chi2_dof",
     "a0_A",
+    "a0_relaxed",
     "delta_a0_A",
     "barrier_knockoff_collinear_eV",
     "delta_barrier_knockoff_collinear_eV",

@@ -70,6 +70,7 @@ def test_static_columns_compare_converged_barriers_only():
 
     reference = {
         "a0_A": 4.01,
+        "B0_GPa": 72.9,
         "barriers_eV": {"knockoff_collinear": 0.20, "knockoff_noncollinear": 0.35, "direct": 0.60},
         "converged": {"knockoff_collinear": True, "knockoff_noncollinear": True, "direct": True},
     }
@@ -89,4 +90,20 @@ def test_static_columns_compare_converged_barriers_only():
     # An unconverged band is kept and flagged, never compared.
     assert row["barrier_direct_eV"] == 0.90 and row["barrier_direct_converged"] is False
     assert "delta_barrier_direct_eV" not in row
+    assert row["a0_relaxed"] is True
     assert static_columns(None, None) == {}
+
+
+def test_a_fixed_lattice_is_flagged_and_not_compared():
+    from aiida_lifdiff.analysis.comparison import static_columns
+
+    fixed = {"a0_A": 4.03, "B0_GPa": None, "barriers_eV": {"direct": 0.3}, "converged": {"direct": True}}
+    relaxed_reference = {"a0_A": 4.0096, "B0_GPa": 72.9, "barriers_eV": {"direct": 0.31}, "converged": {"direct": True}}
+    row = static_columns(None, fixed, None, relaxed_reference)
+    # The study's lattice is not the potential's result: no B0, no a0 difference; the barriers still compare.
+    assert row["a0_A"] == 4.03 and row["a0_relaxed"] is False
+    assert "B0_GPa" not in row and "delta_a0_A" not in row
+    assert abs(row["delta_barrier_direct_eV"] + 0.01) < 1e-12
+    # A relaxed candidate against a reference at a fixed lattice has nothing to compare its a0 with either.
+    relaxed = static_columns({"a0_A": 4.09, "B0_GPa": 55.0}, None, None, fixed)
+    assert relaxed["a0_relaxed"] is True and "delta_a0_A" not in relaxed

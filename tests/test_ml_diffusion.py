@@ -56,6 +56,9 @@ def check_finite_activation_energy(node):
     primary = arrhenius[arrhenius["primary_mode"]]
     assert primary["fit_ok"], primary.get("reason")
     assert math.isfinite(primary["Ea_eV"]) and primary["Ea_err_eV"] > 0
+    # Physical range: the models imitate Tosi-Fumi, whose interstitial has Ea ~0.12-0.14 eV from MD and a
+    # 0.105 eV knock-off barrier; a broken model (no hops, melting, an inverted slope) falls outside.
+    assert 0.03 < primary["Ea_eV"] < 0.5, f"Ea = {primary['Ea_eV']:.3f} eV is not a hopping interstitial in LiF"
     print(f"Ea = {primary['Ea_eV']:.3f} +- {primary['Ea_err_eV']:.3f} eV, chi2/dof {primary['chi2_dof']:.2f}")
     return primary
 

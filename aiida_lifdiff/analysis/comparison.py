@@ -121,12 +121,19 @@ def static_columns(
     source = lattice if lattice and lattice.get("a0_A") is not None else barriers
     if source and source.get("a0_A") is not None:
         columns["a0_A"] = float(source["a0_A"])
-        if source.get("B0_GPa") is not None:
+        # Only an E(V) fit has a bulk modulus: without one, a0 is the lattice the study fixed, not a result.
+        columns["a0_relaxed"] = source.get("B0_GPa") is not None
+        if columns["a0_relaxed"]:
             columns["B0_GPa"] = float(source["B0_GPa"])
         reference_source = (
             reference_lattice if reference_lattice and reference_lattice.get("a0_A") is not None else reference_barriers
         )
-        if reference_source and reference_source.get("a0_A") is not None:
+        if (
+            columns["a0_relaxed"]
+            and reference_source
+            and reference_source.get("a0_A") is not None
+            and reference_source.get("B0_GPa") is not None
+        ):
             columns["delta_a0_A"] = columns["a0_A"] - float(reference_source["a0_A"])
     if not barriers:
         return columns

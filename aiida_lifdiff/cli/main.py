@@ -448,7 +448,10 @@ def _print_static_comparison(comparison: dict) -> None:
     reference = comparison.get("reference")
     rows = []
     for name, row in rows_in.items():
-        cells = [name + (" (reference)" if name == reference else ""), _number(row.get("a0_A"), ".4f")]
+        a0 = _number(row.get("a0_A"), ".4f")
+        if row.get("a0_A") is not None and row.get("a0_relaxed") is False:
+            a0 += " (fixed)"
+        cells = [name + (" (reference)" if name == reference else ""), a0]
         for path in BARRIER_PATHS:
             value = row.get(f"barrier_{path}_eV")
             if value is None:

