@@ -51,8 +51,11 @@ demo: venv
 # fails the lab stage with the reason; it is never skipped.
 test: test-unit test-lab
 
+# Two workers, one test file each at a time (module fixtures stay in one process, each worker has its own
+# temporary profile): every code on localhost runs one thread, so one worker alone leaves a core idle.
+TEST_WORKERS ?= 2
 test-unit: venv venv-sevenn
-	$(BIN)/python -m pytest -v -rs --ignore=tests/lab
+	$(BIN)/python -m pytest -v -rs --durations=25 -n $(TEST_WORKERS) --dist loadfile --ignore=tests/lab
 
 test-lab: venv lab
 	LIFDIFF_LAB=require $(BIN)/python -m pytest -v -rs tests/lab

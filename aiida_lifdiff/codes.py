@@ -21,6 +21,7 @@ TORCH_PREPEND = "export TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1"
 #: On a shared CPU, several jobs with two torch threads each were measured up to 70x slower than with one;
 #: a GPU node is not affected.
 ONE_THREAD_PREPEND = "export OMP_NUM_THREADS=1"
+LOCALHOST_POLL_INTERVAL_S = 0.5
 #: On a SLURM computer a job owns the CPUs it asked for (``--cpus-per-task``): use them, one when unset.
 SLURM_THREADS_PREPEND = "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"
 DEEPMD_THREADS_PREPEND = "export DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1"
@@ -94,7 +95,8 @@ def ensure_localhost_computer(label: str = "localhost") -> orm.Computer:
             scheduler_type="core.direct",
             workdir=str(workdir),
         ).store()
-        computer.set_minimum_job_poll_interval(0.0)
+        # Not 0: the engine would run `ps` back to back, a fifth of a core taken from the MD on a 2-core machine.
+        computer.set_minimum_job_poll_interval(LOCALHOST_POLL_INTERVAL_S)
         computer.set_default_mpiprocs_per_machine(1)
     if not computer.is_configured:
         computer.configure(safe_interval=0.0)

@@ -239,10 +239,14 @@ def test_cli_analyse_on_extxyz_matches_the_function(tmp_path, monkeypatch):
     assert data["events"] == traj.counts
     assert set(data["rates"]) == set(EVENT_TYPES)
     assert data["D_tracer_A2_ps"] == pytest.approx(direct["D_tracer_A2_ps"])
+    # The GLS estimate of the same trajectory agrees with the block estimate within their combined errors.
+    gls = data["gls"]["tracer"]
+    combined = math.hypot(gls["D_err_A2_ps"], data["D_tracer_err_A2_ps"])
+    assert 0 < gls["D_err_A2_ps"] and abs(gls["D_A2_ps"] - data["D_tracer_A2_ps"]) < 3 * combined
 
     table = CliRunner().invoke(cli_main.cli, ["analyse", str(path), str(path)])
     assert table.exit_code == 0, table.output
-    assert "Haven ratio" in table.output and "knockoff_collinear" in table.output
+    assert "Haven ratio" in table.output and "GLS tracer" in table.output and "knockoff_collinear" in table.output
 
 
 def test_lammps_dump_with_types_and_timestep(tmp_path):

@@ -64,10 +64,13 @@ def check_finite_activation_energy(node):
 
 
 def test_tiny_mace_study_runs_batched_and_gives_an_activation_energy(tmp_path, lammps_code):
-    """The MACE path of the whole study: batched MD (3 members per job), D per temperature, a finite Ea.
+    """The MACE path of the whole study: batched MD (3 members in one job), D per temperature, a finite Ea.
 
-    The demo's MD settings (600-900 K, 2 seeds x 15 ps at 2 fs, float32): about 4 minutes on 2 cores, the
-    shortest runs that resolved a diffusive regime at all three temperatures with this model.
+    The demo's MD settings (600-900 K, 15 ps at 2 fs, float32), the shortest runs that resolved a diffusive
+    regime at all three temperatures with this model, but one seed: the tiny MACE takes 67 ms per step of 3 x 65
+    atoms on one core (measured 2026-12-03, almost all of it the model's forward and backward pass), so the two
+    seeds of the demo cost 28 CPU-minutes, a third of the CI budget. (8 ps at 700-1000 K, tried to halve it
+    again, gave Ea = 0.000 +- 0.071 eV: the physical-range check below caught it.)
     """
     pytest.importorskip("mace", reason="needs the `mace` extra")
     from aiida_lifdiff.codes import ensure_localhost_computer, ensure_runner_code
@@ -78,12 +81,12 @@ def test_tiny_mace_study_runs_batched_and_gives_an_activation_energy(tmp_path, l
         "mace",
         "tiny-mace.model",
         production_ps=15,
-        seeds=(1, 2),
+        seeds=(1,),
         extra=", dtype: float32, members_per_job: 3",
         temperatures=(600, 750, 900),
     )
     md_jobs = [c for c in node.called if c.process_label == "MdWorkChain"]
-    assert len(md_jobs) == 2, "6 (T, seed) members in batches of 3"
+    assert len(md_jobs) == 1, "3 (T, seed) members in one batch"
     for job in md_jobs:
         assert job.is_finished_ok, job.exit_message
         calcs = [c for c in job.called if c.process_label == "LifdiffMdCalculation"]

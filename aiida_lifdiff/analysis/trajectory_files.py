@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .diffusion import DiffusivityResult, estimate_diffusivity
+from .diffusion import MODES, DiffusivityResult, estimate_diffusivity
+from .gls import estimate_diffusivity_gls
 from .mechanisms import (
     EVENT_TYPES,
     analyse_mechanisms,
@@ -173,6 +174,14 @@ def analyse_trajectory_files(
     replicas = [(t["positions"], t["cell"], t["times_ps"]) for t in trajectories]
     out.update(summarise_mechanisms(replicas, mobile_idx, ref_idx, tracer, collective, r_in, dwell, window))
     results = out.pop("_results")
+    # The GLS estimator (all origins and lags, with their covariance) beside the block estimator above, which
+    # stays the primary D because the Haven ratio needs the block covariance of the two modes.
+    out["gls"] = {}
+    for mode in MODES:
+        try:
+            out["gls"][mode] = estimate_diffusivity_gls(positions, times, mobile_idx, ref_idx, mode).to_dict()
+        except ValueError as exception:
+            out["gls"][mode] = {"error": str(exception)}
     if with_event_list:
         out["event_list"] = [[e.to_dict() for e in r.events] for r in results]
     return json_safe(out)
@@ -195,6 +204,12 @@ def format_table(result: dict[str, Any]) -> str:
         f"D_collective {pm(result['D_collective_A2_ps'], result['D_collective_err_A2_ps'])} A^2/ps"
         + ("" if result["collective"]["diffusive"] else f"  (not diffusive: {result['collective']['diagnosis']})"),
         f"Haven ratio  {pm(result['haven_ratio'], result['haven_ratio_err'], '.3f')}  (N D_tracer / D_collective)",
+        *[
+            f"GLS {mode:<10} {pm(fit['D_A2_ps'], fit['D_err_A2_ps'])} A^2/ps"
+            if "error" not in fit
+            else f"GLS {mode:<10} not estimated: {fit['error']}"
+            for mode, fit in result.get("gls", {}).items()
+        ],
     ]
     if result.get("events") is not None:
         lines.append(
