@@ -53,9 +53,11 @@ test: test-unit test-lab
 
 # Two workers, one test file each at a time (module fixtures stay in one process, each worker has its own
 # temporary profile): every code on localhost runs one thread, so one worker alone leaves a core idle.
+# --no-loadscope-reorder keeps the order of tests/conftest.py (longest files first); xdist's default
+# (files with the most tests first) left the two longest files for the end.
 TEST_WORKERS ?= 2
 test-unit: venv venv-sevenn
-	$(BIN)/python -m pytest -v -rs --durations=25 -n $(TEST_WORKERS) --dist loadfile --ignore=tests/lab
+	$(BIN)/python -m pytest -v -rs --durations=25 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --ignore=tests/lab
 
 test-lab: venv lab
 	LIFDIFF_LAB=require $(BIN)/python -m pytest -v -rs tests/lab
