@@ -122,6 +122,19 @@ def _validate_trajectories(trajectories: Sequence[np.ndarray]) -> list[np.ndarra
     return trajs
 
 
+def _parse_fit_window(fit_window: tuple[float, float], of: str) -> tuple[float, float]:
+    """``(start, end)`` fractions of the ``of`` duration (block, trajectory), checked: 0 <= start < end <= 1."""
+    try:
+        fw_lo, fw_hi = (float(v) for v in fit_window)
+    except (TypeError, ValueError):
+        raise ValueError(f"fit_window must be a pair of fractions (start, end); got {fit_window!r}") from None
+    if not (0.0 <= fw_lo < fw_hi <= 1.0):
+        raise ValueError(
+            f"fit_window must satisfy 0 <= start < end <= 1 (fractions of the {of} duration); got {fit_window!r}"
+        )
+    return fw_lo, fw_hi
+
+
 def _fit_slopes(lags: np.ndarray, msd_blocks: np.ndarray) -> np.ndarray:
     """Ordinary least-squares slopes of every column of ``msd_blocks`` against ``lags``."""
     design = np.column_stack([lags, np.ones_like(lags)])
@@ -218,14 +231,7 @@ def estimate_diffusivity(
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if isinstance(n_blocks, bool) or not isinstance(n_blocks, (int, np.integer)) or n_blocks < 1:
         raise ValueError(f"n_blocks must be an integer >= 1; got {n_blocks!r}")
-    try:
-        fw_lo, fw_hi = (float(v) for v in fit_window)
-    except (TypeError, ValueError):
-        raise ValueError(f"fit_window must be a pair of fractions (start, end); got {fit_window!r}") from None
-    if not (0.0 <= fw_lo < fw_hi <= 1.0):
-        raise ValueError(
-            f"fit_window must satisfy 0 <= start < end <= 1 (fractions of the block duration); got {fit_window!r}"
-        )
+    fw_lo, fw_hi = _parse_fit_window(fit_window, "block")
 
     trajs = _validate_trajectories(trajectories)
     n_frames, n_atoms, _ = trajs[0].shape

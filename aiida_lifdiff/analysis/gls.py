@@ -59,6 +59,7 @@ from .diffusion import (
     _diagnose,
     _excess_over_plateau,
     _loglog_slope,
+    _parse_fit_window,
     _validate_times,
     _validate_trajectories,
 )
@@ -177,14 +178,7 @@ def estimate_diffusivity_gls(
         raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     if isinstance(max_lags, bool) or not isinstance(max_lags, (int, np.integer)) or max_lags < 2:
         raise ValueError(f"max_lags must be an integer >= 2; got {max_lags!r}")
-    try:
-        fw_lo, fw_hi = (float(v) for v in fit_window)
-    except (TypeError, ValueError):
-        raise ValueError(f"fit_window must be a pair of fractions (start, end); got {fit_window!r}") from None
-    if not (0.0 <= fw_lo < fw_hi <= 1.0):
-        raise ValueError(
-            f"fit_window must satisfy 0 <= start < end <= 1 (fractions of the trajectory duration); got {fit_window!r}"
-        )
+    fw_lo, fw_hi = _parse_fit_window(fit_window, "trajectory")
 
     trajs = _validate_trajectories(trajectories)
     n_frames, n_atoms, _ = trajs[0].shape
